@@ -1,0 +1,16 @@
+"""PPO variants for Stable-Baselines3: SB3's PPO with a loss made of pluggable components."""
+
+from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.ppo_variant import CnnPolicy, MlpPolicy, MultiInputPolicy, PPOVariant
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CnnPolicy",
+    "HyperparameterError",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "PPOVariant",
+    "TrainingDivergedError",
+    "__version__",
+]

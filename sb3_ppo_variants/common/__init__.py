@@ -1,0 +1,3 @@
+from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+
+__all__ = ["HyperparameterError", "TrainingDivergedError"]

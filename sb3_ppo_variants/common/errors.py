@@ -1,0 +1,15 @@
+"""Errors raised by sb3_ppo_variants."""
+
+
+class HyperparameterError(ValueError, AssertionError):
+    """An invalid hyperparameter, raised at construction.
+
+    It is a ``ValueError`` (what a bad argument is in Python) and also an ``AssertionError``,
+    because SB3 reports some of the same mistakes with ``assert`` (a non-positive
+    ``clip_range_vf``, a one-step rollout buffer) and code written for SB3 catches that.
+    """
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A loss term or the gradient became non-finite; raised before the optimizer step,
+    so the policy keeps the last finite weights."""

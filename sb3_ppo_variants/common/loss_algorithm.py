@@ -1,0 +1,317 @@
+"""The ``train()`` loop and loss configuration shared by every algorithm of this package.
+
+An algorithm mixes in :class:`LossComponentsMixin` ahead of its SB3 base class and says only
+how a minibatch is evaluated (:meth:`~LossComponentsMixin._evaluate`) and which of its samples
+are real (:meth:`~LossComponentsMixin._sample_mask`); the loop, the statistics, the
+divergence guard and saving the loss are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import explained_variance
+
+from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.common.validation import check_int, check_number
+from sb3_ppo_variants.losses.base import (
+    LOG_RATIO_LIMIT,
+    LossComponent,
+    LossSpec,
+    LossTerm,
+    Minibatch,
+    Stat,
+    build_loss,
+)
+from sb3_ppo_variants.losses.entropy import EntropyBonus
+from sb3_ppo_variants.losses.kl import KLEarlyStop, kl_per_sample
+from sb3_ppo_variants.losses.surrogate import ClippedSurrogate
+from sb3_ppo_variants.losses.value import ValueLoss
+
+
+def default_loss() -> list[LossComponent]:
+    """SB3's PPO loss. The order is SB3's sum order, which keeps the result bit-identical."""
+    return [ClippedSurrogate(), EntropyBonus(), ValueLoss(), KLEarlyStop()]
+
+
+# How each PPO argument is checked: keyword arguments of check_number, or ("int", low).
+_PPO_ARGUMENT_RULES: dict[str, Any] = {
+    "learning_rate": {"schedule": True},
+    "clip_range": {"low_inclusive": False, "schedule": True},
+    "clip_range_vf": {"low_inclusive": False, "schedule": True, "optional": True},
+    "ent_coef": {"schedule": True},
+    "vf_coef": {},
+    "max_grad_norm": {"low_inclusive": False},
+    "target_kl": {"low_inclusive": False, "optional": True},
+    "gamma": {"high": 1.0},
+    "gae_lambda": {"high": 1.0},
+    "n_steps": ("int", 1),
+    "batch_size": ("int", 1),
+    "n_epochs": ("int", 1),
+    "stats_window_size": ("int", 1),
+    "sde_sample_freq": ("int", -1),
+}
+
+
+def check_ppo_arguments(**arguments: Any) -> None:
+    """Validate the PPO arguments this package shares with SB3, naming the bad one."""
+    for name, value in arguments.items():
+        rule = _PPO_ARGUMENT_RULES[name]
+        if isinstance(rule, tuple):
+            check_int(name, value, low=rule[1])
+        else:
+            check_number(name, value, **rule)
+
+
+def _mean(values: list[Stat]) -> Stat:
+    if all(isinstance(v, float | int) for v in values):
+        # A setting logged per minibatch (a clip range) is reported as itself, not re-averaged.
+        return values[0] if min(values) == max(values) else float(np.mean(values))
+    return th.stack([th.as_tensor(v, dtype=th.float64) for v in values]).mean()
+
+
+class LossComponentsMixin:
+    """``train()`` over a list of loss components, for SB3 on-policy algorithms.
+
+    The algorithm's SB3 attributes (``clip_range``, ``clip_range_vf``, ``ent_coef``,
+    ``vf_coef``, ``target_kl``) stay ordinary attributes, saved and loaded as SB3 does; the
+    component fields they mirror (``LossComponent.linked``) are bound to them at the start of
+    each ``train()`` call, so there is one source of truth and callbacks work as with SB3.
+    """
+
+    # What the SB3 PPO arguments that configure the loss default to.
+    LINKED_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "clip_range": 0.2,
+        "clip_range_vf": None,
+        "ent_coef": 0.0,
+        "vf_coef": 0.5,
+        "target_kl": None,
+    }
+
+    loss: list[LossComponent]
+
+    # --- configuration ------------------------------------------------------------------
+
+    def _configure_loss(self, loss: Iterable[LossSpec] | None, **ppo_arguments: Any) -> None:
+        """Build ``self.loss``; with an explicit ``loss``, reject PPO arguments it contradicts."""
+        if loss is None:
+            self.loss = default_loss()
+            return
+        components = build_loss(loss)
+        linked = {attr: (c, field) for c in components for field, attr in c.linked.items()}
+        for attr, value in ppo_arguments.items():
+            default = self.LINKED_DEFAULTS[attr]
+            given = value is not default and value != default
+            if attr in linked:
+                component, field = linked[attr]
+                if given and value != getattr(component, field):
+                    raise HyperparameterError(
+                        f"{attr}={value!r} contradicts loss component {component.name!r} "
+                        f"({field}={getattr(component, field)!r}): accepted values are {attr}={default!r} "
+                        f"(the component decides) or the component's own value."
+                    )
+                setattr(self, attr, getattr(component, field))
+            elif given:
+                raise HyperparameterError(
+                    f"{attr}={value!r} has no effect because no component in loss= uses it: accepted values "
+                    f"are {attr}={default!r}, or add the component that takes it to loss=."
+                )
+        self.loss = components
+
+    def _setup_loss(self) -> None:
+        """Finish the loss in ``_setup_model``: rebuild it from a loaded model's saved config."""
+        config = self.__dict__.pop("loss_config", None)
+        if config is not None:
+            self.loss = build_loss(config)
+        self._old_policy: BasePolicy | None = None
+        self._bind_linked_hyperparameters()
+
+    def _bind_linked_hyperparameters(self) -> None:
+        for component in self.loss:
+            for field, attr in component.linked.items():
+                setattr(component, field, getattr(self, attr))
+
+    def loss_config(self) -> list[dict[str, Any]]:
+        """The loss as plain data; linked fields are left out (they live on the algorithm)."""
+        return [
+            {key: value for key, value in component.config().items() if key not in component.linked}
+            for component in self.loss
+        ]
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "loss", "_old_policy"]  # type: ignore[misc]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """Save as SB3 does; the loss goes in as plain data (component state included)."""
+        self.__dict__["loss_config"] = self.loss_config()
+        try:
+            super().save(path, exclude=exclude, include=include)  # type: ignore[misc]
+        finally:
+            del self.__dict__["loss_config"]
+
+    # --- what each algorithm provides -----------------------------------------------------
+
+    def _evaluate(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> tuple[Any, ...]:
+        """``(values, log_prob, entropy, distribution)`` of ``policy`` on a minibatch."""
+        values, log_prob, entropy = policy.evaluate_actions(rollout_data.observations, actions)  # type: ignore[operator]
+        # evaluate_actions leaves the minibatch's distribution in policy.action_dist.
+        return values.flatten(), log_prob, entropy, policy.action_dist.distribution  # type: ignore[union-attr]
+
+    def _sample_mask(self, rollout_data: Any) -> th.Tensor | None:
+        """Which samples are real (``None``: all of them)."""
+        return None
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Update the policy on the rollout buffer: ``n_epochs`` passes of minibatch steps."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        self._bind_linked_hyperparameters()
+        old_policy = self._pre_update_policy()
+        stats: dict[str, list[Stat]] = defaultdict(list)
+        loss: th.Tensor | None = None
+        stop_reason: str | None = None
+        for epoch in range(self.n_epochs):
+            approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
+            for index, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
+                batch = self._evaluate_minibatch(rollout_data, old_policy)
+                terms = [component(batch) for component in self.loss]
+                loss = _total(terms)
+                for term in terms:
+                    for key, value in term.stats.items():
+                        stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
+                with th.no_grad():
+                    approx_kl.append(batch.mean(kl_per_sample(batch, "k3")))
+                stop_reason = next((r for c in self.loss if (r := c.stop_early(batch)) is not None), None)
+                if stop_reason is not None:
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to {stop_reason}")
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self._check_finite(loss, grad_norm, terms, epoch, index)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if stop_reason is not None:
+                break
+        stats["approx_kl"] = [_mean(approx_kl)]
+        self._record_train_stats(stats, loss)
+
+    def _evaluate_minibatch(self, rollout_data: Any, old_policy: BasePolicy | None) -> Minibatch:
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        old_distribution = None
+        if old_policy is not None:
+            with th.no_grad():
+                old_distribution = self._evaluate(old_policy, rollout_data, actions)[3]
+        values, log_prob, entropy, distribution = self._evaluate(self.policy, rollout_data, actions)
+        mask = self._sample_mask(rollout_data)
+        advantages = rollout_data.advantages
+        # A single sample has no spread to normalise by (SB3 issue #325).
+        if self.normalize_advantage and len(advantages) > 1:
+            real = advantages if mask is None else advantages[mask]
+            advantages = (advantages - real.mean()) / (real.std() + 1e-8)
+        log_ratio = th.clamp(log_prob - rollout_data.old_log_prob, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+        return Minibatch(
+            observations=rollout_data.observations,
+            actions=actions,
+            old_values=rollout_data.old_values,
+            old_log_prob=rollout_data.old_log_prob,
+            advantages=advantages,
+            returns=rollout_data.returns,
+            values=values,
+            log_prob=log_prob,
+            entropy=entropy,
+            log_ratio=log_ratio,
+            ratio=th.exp(log_ratio),
+            distribution=distribution,
+            old_distribution=old_distribution,
+            mask=mask,
+            progress_remaining=self._current_progress_remaining,
+            policy=self.policy,
+        )
+
+    def _pre_update_policy(self) -> BasePolicy | None:
+        """A frozen copy of the policy as it is now, if a component needs the exact KL."""
+        if not any(component.needs_old_distribution for component in self.loss):
+            return None
+        if self._old_policy is None:
+            # Built like the policy itself (a deepcopy fails on gSDE's non-leaf noise tensors);
+            # forking the RNG keeps its weight initialisation from shifting the training stream.
+            with th.random.fork_rng(devices=[]):
+                self._old_policy = self.policy_class(  # type: ignore[assignment]
+                    self.observation_space,
+                    self.action_space,
+                    self.lr_schedule,
+                    use_sde=self.use_sde,
+                    **self.policy_kwargs,
+                ).to(self.device)
+            self._old_policy.requires_grad_(False)
+        self._old_policy.load_state_dict(self.policy.state_dict())
+        # The rollout's log-probabilities were computed in evaluation mode; match them.
+        self._old_policy.set_training_mode(False)
+        return self._old_policy
+
+    def _check_finite(
+        self, loss: th.Tensor, grad_norm: th.Tensor, terms: Sequence[LossTerm], epoch: int, index: int
+    ) -> None:
+        # One host read per minibatch: the guard that keeps NaN out of the weights.
+        if th.isfinite(loss.detach() + grad_norm):
+            return
+        values = {c.name: t.loss.item() for c, t in zip(self.loss, terms, strict=True) if t.loss is not None}
+        bad = [name for name, value in values.items() if not np.isfinite(value)]
+        culprit = f"loss component(s) {', '.join(bad)}" if bad else "the gradient (every loss term was finite)"
+        raise TrainingDivergedError(
+            f"Non-finite value from {culprit} in train() at update {self._n_updates} "
+            f"(epoch {epoch}, minibatch {index}); terms: {values}, gradient norm: {grad_norm.item()}. "
+            "The optimizer step was skipped: the policy keeps its last finite weights."
+        )
+
+    def _record_train_stats(self, stats: dict[str, list[Stat]], loss: th.Tensor | None) -> None:
+        keys = list(stats)
+        reduced = [_mean(stats[key]) for key in keys]
+        tensors = [i for i, value in enumerate(reduced) if isinstance(value, th.Tensor)]
+        if tensors:  # one host transfer for every statistic of the call
+            for i, value in zip(tensors, th.stack([reduced[i] for i in tensors]).tolist(), strict=True):
+                reduced[i] = value
+        means = dict(zip(keys, reduced, strict=True))
+        for component in self.loss:
+            means.update(component.after_train(means))
+        for key, value in means.items():
+            self.logger.record(f"train/{key}", value)
+        if loss is not None:
+            self.logger.record("train/loss", loss.item())
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+        )
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+
+def _total(terms: Sequence[LossTerm]) -> th.Tensor:
+    """Sum the weighted terms left to right, in the components' order."""
+    losses = [term.loss for term in terms if term.loss is not None]
+    if not losses:
+        raise HyperparameterError("loss has no component that adds a loss term: accepted values include at least one.")
+    total = losses[0]
+    for term in losses[1:]:
+        total = total + term
+    return total

@@ -1,0 +1,33 @@
+"""Loss components for PPOVariant: each is plain hyperparameters plus tensor arithmetic."""
+
+from sb3_ppo_variants.losses.base import (
+    LOG_RATIO_LIMIT,
+    LossComponent,
+    LossTerm,
+    Minibatch,
+    build_component,
+    build_loss,
+    registered_components,
+)
+from sb3_ppo_variants.losses.entropy import EntropyBonus
+from sb3_ppo_variants.losses.kl import KLEarlyStop, KLPenalty, adapt_kl_coef, exact_kl, kl_per_sample
+from sb3_ppo_variants.losses.surrogate import ClippedSurrogate
+from sb3_ppo_variants.losses.value import ValueLoss
+
+__all__ = [
+    "LOG_RATIO_LIMIT",
+    "ClippedSurrogate",
+    "EntropyBonus",
+    "KLEarlyStop",
+    "KLPenalty",
+    "LossComponent",
+    "LossTerm",
+    "Minibatch",
+    "ValueLoss",
+    "adapt_kl_coef",
+    "build_component",
+    "build_loss",
+    "exact_kl",
+    "kl_per_sample",
+    "registered_components",
+]

@@ -1,0 +1,128 @@
+"""Shared helpers: small environments and a hand-built minibatch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_ppo_variants.losses import Minibatch
+
+# Small, fast settings: a few iterations of a tiny buffer.
+FAST = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
+
+
+def make_batch(**tensors: Any) -> Minibatch:
+    """A minibatch from hand-chosen tensors; ``log_ratio`` becomes a leaf that needs grad."""
+    n = len(next(iter(v for v in tensors.values() if isinstance(v, list | th.Tensor))))
+    zeros = th.zeros(n)
+    log_ratio = tensors.pop("log_ratio", None)
+    if log_ratio is None:
+        log_ratio = th.log(th.as_tensor(tensors.pop("ratio", [1.0] * n), dtype=th.float32))
+    log_ratio = th.as_tensor(log_ratio, dtype=th.float32).clone().requires_grad_(True)
+    fields: dict[str, Any] = dict(
+        observations=zeros,
+        actions=zeros,
+        old_values=zeros,
+        old_log_prob=zeros,
+        advantages=zeros,
+        returns=zeros,
+        values=zeros,
+        log_prob=zeros,
+        entropy=None,
+        distribution=None,
+        old_distribution=None,
+        mask=None,
+        progress_remaining=1.0,
+        policy=th.nn.Identity(),
+    )
+    for key, value in tensors.items():
+        fields[key] = th.as_tensor(value, dtype=th.float32) if isinstance(value, list) else value
+    return Minibatch(log_ratio=log_ratio, ratio=th.exp(log_ratio), **fields)
+
+
+class ImageEnv(gym.Env):
+    """A tiny image-observation task for CnnPolicy: reward for matching the brighter half."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 1), dtype=np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._observe(), {}
+
+    def _observe(self) -> np.ndarray:
+        self._side = int(self.np_random.integers(2))
+        obs = np.zeros((36, 36, 1), dtype=np.uint8)
+        obs[:, self._side * 18 : (self._side + 1) * 18] = 255
+        return obs
+
+    def step(self, action):
+        reward = float(action == self._side)
+        self._t += 1
+        return self._observe(), reward, False, self._t >= 20, {}
+
+
+class DictEnv(gym.Env):
+    """A Dict-observation task for MultiInputPolicy: steer a point to a goal."""
+
+    observation_space = gym.spaces.Dict(
+        {"position": gym.spaces.Box(-1, 1, (2,), np.float32), "goal": gym.spaces.Box(-1, 1, (2,), np.float32)}
+    )
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._pos = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        self._goal = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return self._obs(), {}
+
+    def _obs(self) -> dict:
+        return {"position": self._pos.copy(), "goal": self._goal.copy()}
+
+    def step(self, action):
+        self._pos = np.clip(self._pos + 0.1 * np.asarray(action, np.float32), -1, 1)
+        self._t += 1
+        return self._obs(), -float(np.linalg.norm(self._pos - self._goal)), False, self._t >= 20, {}
+
+
+class SpaceEnv(gym.Env):
+    """A one-step-reward task with any action space, to train every distribution type."""
+
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+
+    def __init__(self, action_space: gym.Space):
+        self.action_space = action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self._t += 1
+        reward = float(np.sum(np.asarray(action, dtype=np.float32)))
+        return self.observation_space.sample(), reward, False, self._t >= 16, {}
+
+
+ACTION_SPACES = {
+    "Discrete": gym.spaces.Discrete(3),
+    "Box": gym.spaces.Box(-1, 1, (2,), np.float32),
+    "MultiDiscrete": gym.spaces.MultiDiscrete([2, 3]),
+    "MultiBinary": gym.spaces.MultiBinary(3),
+}
+
+
+@pytest.fixture(params=list(ACTION_SPACES))
+def space_env(request: pytest.FixtureRequest) -> SpaceEnv:
+    return SpaceEnv(ACTION_SPACES[request.param])
+
+
+def parameters_equal(a: th.nn.Module, b: th.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(th.equal(sa[k], sb[k]) for k in sa)
