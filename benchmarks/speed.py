@@ -1,0 +1,129 @@
+"""Speed and memory of PPOVariant next to SB3's PPO, same arguments, same machine.
+
+Each run is its own subprocess (so peak resident memory is per run) with one torch thread;
+runs alternate SB3, ours, SB3, ours, ... and the table shows medians over repetitions.
+
+    python benchmarks/speed.py                  # every case, 5 repetitions
+    python benchmarks/speed.py --case cartpole-default --repeats 3 --timesteps 8192
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+CASES: dict[str, dict[str, Any]] = {
+    # SB3's defaults, 8 environments.
+    "cartpole-default": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "kwargs": {}},
+    # The RL Baselines3 Zoo's tuned hyperparameters for CartPole-v1.
+    "cartpole-zoo": {
+        "env": "CartPole-v1",
+        "n_envs": 8,
+        "timesteps": 40_960,
+        "kwargs": {
+            "n_steps": 32,
+            "batch_size": 256,
+            "n_epochs": 20,
+            "gae_lambda": 0.8,
+            "gamma": 0.98,
+            "learning_rate": 1e-3,
+        },
+    },
+    # SB3's defaults with an adaptive exact-KL penalty added (ours only; SB3 runs its plain loss).
+    "cartpole-kl-penalty": {
+        "env": "CartPole-v1",
+        "n_envs": 8,
+        "timesteps": 40_960,
+        "kwargs": {},
+        "loss": ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}],
+    },
+}
+
+
+def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, float]:
+    """One timed learn() in this process; train() is timed by wrapping the bound method."""
+    import torch as th
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_ppo_variants import PPOVariant
+
+    th.set_num_threads(1)
+    env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=0)
+    if algorithm == "sb3":
+        model = PPO("MlpPolicy", env, seed=0, device="cpu", **case["kwargs"])
+    else:
+        model = PPOVariant("MlpPolicy", env, seed=0, device="cpu", loss=case.get("loss"), **case["kwargs"])
+    train_seconds = 0.0
+    train = model.train
+
+    def timed_train() -> None:
+        nonlocal train_seconds
+        start = time.perf_counter()
+        train()
+        train_seconds += time.perf_counter() - start
+
+    model.train = timed_train  # type: ignore[method-assign]
+    start = time.perf_counter()
+    model.learn(timesteps)
+    learn_seconds = time.perf_counter() - start
+    return {
+        "learn_s": learn_seconds,
+        "train_s": train_seconds,
+        "steps_per_s": model.num_timesteps / learn_seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="PPOVariant vs SB3 PPO: wall time and memory")
+    parser.add_argument("--case", choices=list(CASES), action="append", help="default: every case")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--timesteps", type=int, help="override each case's budget")
+    parser.add_argument("--single", nargs=2, metavar=("ALGORITHM", "CASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        algorithm, name = args.single
+        print(json.dumps(run_once(algorithm, CASES[name], args.timesteps or CASES[name]["timesteps"])))
+        return
+
+    print("| case | algorithm | learn() s | train() s | steps/s | peak RSS MiB | train() ours/SB3 | learn() ours/SB3 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.case or list(CASES):
+        results: dict[str, list[dict[str, float]]] = {"sb3": [], "ours": []}
+        for _ in range(args.repeats):
+            for algorithm in ("sb3", "ours"):
+                command = [sys.executable, __file__, "--single", algorithm, name]
+                if args.timesteps:
+                    command += ["--timesteps", str(args.timesteps)]
+                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                results[algorithm].append(json.loads(output.strip().splitlines()[-1]))
+        medians = {
+            algorithm: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            for algorithm, runs in results.items()
+        }
+        for algorithm in ("sb3", "ours"):
+            m = medians[algorithm]
+            ratios = ""
+            if algorithm == "ours":
+                train_ratio = m["train_s"] / medians["sb3"]["train_s"]
+                learn_ratio = m["learn_s"] / medians["sb3"]["learn_s"]
+                ratios = f" {train_ratio:.2f} | {learn_ratio:.2f} |"
+            else:
+                ratios = " | |"
+            label = "SB3 PPO" if algorithm == "sb3" else "PPOVariant"
+            print(
+                f"| {name} | {label} | {m['learn_s']:.2f} | {m['train_s']:.2f} | {m['steps_per_s']:.0f} "
+                f"| {m['peak_rss_mib']:.0f} |{ratios}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
