@@ -19,6 +19,7 @@ import torch as th
 from sb3_ppo_variants.common.errors import HyperparameterError
 
 Stat = th.Tensor | float
+ScheduleLike = float | Callable[[float], float]
 
 
 @dataclass
@@ -178,6 +179,3 @@ def build_loss(specs: Iterable[LossSpec]) -> list[LossComponent]:
                 )
             owners[attribute] = component.name
     return components
-
-
-ScheduleLike = float | Callable[[float], float]
