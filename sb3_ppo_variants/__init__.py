@@ -1,6 +1,8 @@
 """PPO variants for Stable-Baselines3: SB3's PPO with a loss made of pluggable components."""
 
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.ppo_mask import MaskablePPOVariant
+from sb3_ppo_variants.ppo_recurrent import RecurrentPPOVariant
 from sb3_ppo_variants.ppo_variant import CnnPolicy, MlpPolicy, MultiInputPolicy, PPOVariant
 
 __version__ = "0.1.0"
@@ -8,9 +10,11 @@ __version__ = "0.1.0"
 __all__ = [
     "CnnPolicy",
     "HyperparameterError",
+    "MaskablePPOVariant",
     "MlpPolicy",
     "MultiInputPolicy",
     "PPOVariant",
+    "RecurrentPPOVariant",
     "TrainingDivergedError",
     "__version__",
 ]

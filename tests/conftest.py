@@ -126,3 +126,27 @@ def space_env(request: pytest.FixtureRequest) -> SpaceEnv:
 def parameters_equal(a: th.nn.Module, b: th.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(th.equal(sa[k], sb[k]) for k in sa)
+
+
+class CueRecallEnv(gym.Env):
+    """A partially observed task that needs memory: a cue (+1 or -1) is shown on the first step
+    only; after ``delay`` blank steps, the action that matches the cue earns +1."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, delay: int = 3):
+        self.delay = delay
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._cue = int(self.np_random.integers(2))
+        return np.array([2 * self._cue - 1, 0], np.float32), {}
+
+    def step(self, action):
+        self._t += 1
+        if self._t <= self.delay:
+            return np.zeros(2, np.float32), 0.0, False, False, {}
+        reward = 1.0 if int(action) == self._cue else -1.0
+        return np.array([0, 1], np.float32), reward, True, False, {}

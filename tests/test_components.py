@@ -166,3 +166,16 @@ def test_masked_mean_ignores_padding_in_every_component():
         KLPenalty(adaptive=False, estimator="k3"),
     ):
         assert component(padded).loss.item() == pytest.approx(component(plain).loss.item())
+
+
+def test_padding_changes_neither_the_exact_kl_nor_the_early_stop_decision():
+    old_logits = th.tensor([[0.0, 1.0], [1.0, 0.0], [9.0, -9.0]])
+    new_logits = th.tensor([[0.5, 0.5], [0.0, 2.0], [-9.0, 9.0]])
+    plain = make_batch(ratio=[1.2, 0.7])
+    plain.old_distribution, plain.distribution = Categorical(logits=old_logits[:2]), Categorical(logits=new_logits[:2])
+    padded = make_batch(ratio=[1.2, 0.7, 50.0], mask=th.tensor([True, True, False]))
+    padded.old_distribution, padded.distribution = Categorical(logits=old_logits), Categorical(logits=new_logits)
+    penalty = KLPenalty(adaptive=False)
+    assert penalty(padded).loss.item() == pytest.approx(penalty(plain).loss.item())
+    stop = KLEarlyStop(target=0.05)
+    assert stop.stop_early(padded) == stop.stop_early(plain)

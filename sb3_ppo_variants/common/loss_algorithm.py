@@ -167,8 +167,7 @@ class LossComponentsMixin:
     def _evaluate(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> tuple[Any, ...]:
         """``(values, log_prob, entropy, distribution)`` of ``policy`` on a minibatch."""
         values, log_prob, entropy = policy.evaluate_actions(rollout_data.observations, actions)  # type: ignore[operator]
-        # evaluate_actions leaves the minibatch's distribution in policy.action_dist.
-        return values.flatten(), log_prob, entropy, policy.action_dist.distribution  # type: ignore[union-attr]
+        return values.flatten(), log_prob, entropy, current_distribution(policy)
 
     def _sample_mask(self, rollout_data: Any) -> th.Tensor | None:
         """Which samples are real (``None``: all of them)."""
@@ -255,12 +254,9 @@ class LossComponentsMixin:
             # Built like the policy itself (a deepcopy fails on gSDE's non-leaf noise tensors);
             # forking the RNG keeps its weight initialisation from shifting the training stream.
             with th.random.fork_rng(devices=[]):
+                sde = {"use_sde": True} if self.use_sde else {}  # masked policies take no use_sde
                 self._old_policy = self.policy_class(  # type: ignore[assignment]
-                    self.observation_space,
-                    self.action_space,
-                    self.lr_schedule,
-                    use_sde=self.use_sde,
-                    **self.policy_kwargs,
+                    self.observation_space, self.action_space, self.lr_schedule, **sde, **self.policy_kwargs
                 ).to(self.device)
             self._old_policy.requires_grad_(False)
         self._old_policy.load_state_dict(self.policy.state_dict())
@@ -304,6 +300,16 @@ class LossComponentsMixin:
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+
+def current_distribution(policy: BasePolicy) -> Any:
+    """The torch distribution of the policy's last evaluation (it stays in ``policy.action_dist``).
+
+    Masked multi-dimensional distributions keep a list in ``distributions``; the others keep one
+    torch distribution (a list for SB3's ``MultiDiscrete``) in ``distribution``.
+    """
+    action_dist = policy.action_dist  # type: ignore[union-attr]
+    return action_dist.distributions if hasattr(action_dist, "distributions") else action_dist.distribution
 
 
 def _total(terms: Sequence[LossTerm]) -> th.Tensor:
