@@ -62,6 +62,7 @@ def test_unknown_component_parameter_lists_the_accepted_parameters():
     ("make", "message"),
     [
         (lambda: ClippedSurrogate(clip_range=0), "clip_range=0 is invalid: accepted values are numbers > 0.0"),
+        (lambda: ClippedSurrogate(dual_clip=0.5), "dual_clip=0.5 is invalid: accepted values are numbers > 1.0"),
         (lambda: ValueLoss(coef=-1), "coef=-1 is invalid: accepted values are numbers >= 0.0."),
         (lambda: EntropyBonus(coef=-0.1), "coef=-0.1 is invalid"),
         (lambda: KLPenalty(target=0), "target=0 is invalid: accepted values are numbers > 0.0."),

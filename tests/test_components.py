@@ -31,6 +31,19 @@ def test_clipped_surrogate_value_gradient_and_clip_fraction():
     assert term.stats["clip_range"] == 0.2
 
 
+def test_dual_clip_bounds_negative_advantages_from_below():
+    # A < 0 with r = 5: min(rA, clip(r)A) = -5 is bounded by c A = -3 (no gradient);
+    # A < 0 with r = 2: -2 is above -3 (unchanged); A > 0 with r = 5: ordinary clipping (1.2).
+    batch = make_batch(ratio=[5.0, 2.0, 5.0], advantages=[-1.0, -1.0, 1.0])
+    term = ClippedSurrogate(clip_range=0.2, dual_clip=3.0)(batch)
+    assert term.loss.item() == pytest.approx(-(-3.0 - 2.0 + 1.2) / 3)
+    (grad,) = th.autograd.grad(term.loss, batch.log_ratio)
+    assert grad.tolist() == pytest.approx([0.0, 2.0 / 3, 0.0])  # -(r A) / 3 on the unclipped sample
+    assert term.stats["dual_clip_fraction"].item() == pytest.approx(1 / 3)
+    plain = ClippedSurrogate(clip_range=0.2)(make_batch(ratio=[5.0, 2.0, 5.0], advantages=[-1.0, -1.0, 1.0]))
+    assert plain.loss.item() == pytest.approx(-(-5.0 - 2.0 + 1.2) / 3) and "dual_clip_fraction" not in plain.stats
+
+
 def test_clipped_surrogate_follows_its_schedule():
     batch = make_batch(ratio=[1.5], advantages=[1.0])
     batch.progress_remaining = 0.5

@@ -19,6 +19,7 @@ from tests.conftest import CueRecallEnv, parameters_equal
 
 VARIANTS = {
     "clipped": [ClippedSurrogate(), ValueLoss(), EntropyBonus(coef=0.01)],
+    "dual-clip": [ClippedSurrogate(dual_clip=3.0), ValueLoss(), EntropyBonus(coef=0.01)],
     "kl-penalty": [ClippedSurrogate(), ValueLoss(), KLPenalty(coef=0.2, target=0.01)],
     "penalty-only": [{"name": "value"}, {"name": "kl_penalty", "rule": "rllib", "estimator": "k3"}],
 }
@@ -57,6 +58,12 @@ def test_maskable_variants_train_with_masks(variant, make_env):
     assert env.action_space.contains(action[0])
     mean, _ = evaluate_masked(model, env, n_eval_episodes=2)
     assert np.isfinite(mean)
+
+
+def test_maskable_learns_without_masking_when_asked():
+    env = make_vec_env(lambda: InvalidActionEnvDiscrete(dim=8, n_invalid_actions=3), n_envs=2, seed=0)
+    model = MaskablePPOVariant("MlpPolicy", env, loss=VARIANTS["kl-penalty"], **SMALL).learn(128, use_masking=False)
+    assert np.isfinite(model.logger.name_to_value["train/kl"])
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
