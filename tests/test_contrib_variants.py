@@ -121,3 +121,18 @@ def test_bad_input_gets_the_same_errors(cls, policy):
         cls(policy, env, loss=["dual_clip_typo"])
     with pytest.raises(AssertionError, match=re.escape("clip_range_vf=-1 is invalid")):
         cls(policy, env, clip_range_vf=-1)
+
+
+@pytest.mark.parametrize(
+    ("cls", "make_env", "policy"),
+    [
+        (MaskablePPOVariant, lambda: InvalidActionEnvDiscrete(dim=8, n_invalid_actions=3), "MlpPolicy"),
+        (RecurrentPPOVariant, CueRecallEnv, "MlpLstmPolicy"),
+    ],
+    ids=["maskable", "recurrent"],
+)
+def test_callback_that_sets_ent_coef_reaches_the_loss(cls, make_env, policy):
+    from tests.test_policies_and_spaces import EntropySchedule
+
+    model = cls(policy, make_vec_env(make_env, n_envs=2, seed=0), **SMALL).learn(64, callback=EntropySchedule())
+    assert model.loss[1].coef == 0.5 and model.logger.name_to_value["train/clip_range"] == 0.05
