@@ -30,6 +30,7 @@ def _train(cls, env_id, kwargs):
 def test_default_loss_is_bit_identical_to_sb3(case):
     env_id, kwargs = CASES[case]
     reference, ours = _train(PPO, env_id, kwargs), _train(PPOVariant, env_id, kwargs)
+    assert ours.policy.optimizer.param_groups[0]["foreach"] is True  # multi-tensor Adam, same bits
     assert ours._n_updates == reference._n_updates
     assert parameters_equal(ours.policy, reference.policy)
     if "target_kl" in kwargs:  # the case must actually stop early to test early stopping
