@@ -109,7 +109,7 @@ class LossComponentsMixin:
         linked = {attr: (c, field) for c in components for field, attr in c.linked.items()}
         for attr, value in ppo_arguments.items():
             default = self.LINKED_DEFAULTS[attr]
-            given = value is not default and value != default
+            given = value != default
             if attr in linked:
                 component, field = linked[attr]
                 if given and value != getattr(component, field):

@@ -29,10 +29,10 @@ def check_number(
         return
     if callable(value) and schedule:
         return
-    bound = f"{'>=' if low_inclusive else '>'} {low}"
-    accepted = f"numbers {bound}" if high is None else f"numbers in [{low}, {high}]"
-    if not low_inclusive and high is not None:
-        accepted = f"numbers in ({low}, {high}]"
+    if high is None:
+        accepted = f"numbers {'>=' if low_inclusive else '>'} {low}"
+    else:
+        accepted = f"numbers in {'[' if low_inclusive else '('}{low}, {high}]"
     if schedule:
         accepted += " or a schedule (a callable of progress_remaining)"
     if optional:
