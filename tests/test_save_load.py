@@ -34,8 +34,8 @@ def test_loss_is_saved_as_plain_data_with_the_adaptive_coefficient(tmp_path):
     with zipfile.ZipFile(tmp_path / "model.zip") as archive:
         data = json.loads(archive.read("data"))
     assert data["loss_config"] == [
-        {"name": "clipped_surrogate", "dual_clip": None},
-        {"name": "value"},
+        {"name": "clipped_surrogate", "dual_clip": None, "clip_range_high": None},
+        {"name": "value", "clip_mode": "prediction", "error": "squared", "huber_delta": 1.0},
         {"name": "entropy"},
         {"name": "kl_penalty", "coef": coef, "target": 0.001, "adaptive": True, "rule": "paper", "estimator": "exact"},
     ]

@@ -18,10 +18,11 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
-from sb3_ppo_variants.common.validation import check_int, check_number
+from sb3_ppo_variants.common.validation import check_choice, check_int, check_number, value_at
 from sb3_ppo_variants.losses.base import (
     LOG_RATIO_LIMIT,
     LossComponent,
@@ -58,14 +59,28 @@ _PPO_ARGUMENT_RULES: dict[str, Any] = {
     "n_epochs": ("int", 1),
     "stats_window_size": ("int", 1),
     "sde_sample_freq": ("int", -1),
+    "normalize_advantage": ("choice", (True, False, "minibatch", "batch")),
+    "recompute_advantages": ("choice", (True, False)),
+    "vf_learning_rate": {"schedule": True, "optional": True},
 }
+
+# Parameters that only the value function uses (SB3's and sb3-contrib's actor-critic policies).
+_VALUE_PARAMETER_PREFIXES = (
+    "value_net.",
+    "mlp_extractor.value_net.",
+    "vf_features_extractor.",
+    "lstm_critic.",
+    "critic.",
+)
 
 
 def check_ppo_arguments(**arguments: Any) -> None:
     """Validate the PPO arguments this package shares with SB3, naming the bad one."""
     for name, value in arguments.items():
         rule = _PPO_ARGUMENT_RULES[name]
-        if isinstance(rule, tuple):
+        if isinstance(rule, tuple) and rule[0] == "choice":
+            check_choice(name, value, rule[1])
+        elif isinstance(rule, tuple):
             check_int(name, value, low=rule[1])
         else:
             check_number(name, value, **rule)
@@ -97,6 +112,9 @@ class LossComponentsMixin:
     }
 
     loss: list[LossComponent]
+    # This package's options beyond SB3's PPO; class defaults let models saved without them load.
+    recompute_advantages: bool = False
+    vf_learning_rate: float | Schedule | None = None
 
     # --- configuration ------------------------------------------------------------------
 
@@ -133,11 +151,41 @@ class LossComponentsMixin:
             self.loss = build_loss(config)
         self._old_policy: BasePolicy | None = None
         self._bind_linked_hyperparameters()
+        if self.vf_learning_rate is not None:
+            self._split_value_parameters()
         for group in self.policy.optimizer.param_groups:
             # Multi-tensor Adam: the same arithmetic per element (bit-identical, tested) with one
             # kernel call per operation for all parameters instead of one per parameter.
             if group.get("foreach", False) is None:
                 group["foreach"] = True
+
+    def _split_value_parameters(self) -> None:
+        """Rebuild the optimizer with the value function's own parameters in a second group.
+
+        Parameters the actor shares (a shared features extractor, a shared LSTM) stay with the
+        policy's learning rate. SB3 issue #338.
+        """
+        policy = self.policy
+        value = [p for name, p in policy.named_parameters() if name.startswith(_VALUE_PARAMETER_PREFIXES)]
+        if not value:
+            raise HyperparameterError(
+                f"vf_learning_rate={self.vf_learning_rate!r} is invalid for {type(policy).__name__}, which has no "
+                "parameters of its own for the value function: accepted values are None."
+            )
+        value_ids = {id(p) for p in value}
+        shared = [p for p in policy.parameters() if id(p) not in value_ids]
+        policy.optimizer = policy.optimizer_class(  # type: ignore[call-arg]
+            [{"params": shared}, {"params": value, "lr": value_at(self.vf_learning_rate, 1.0)}],
+            lr=self.lr_schedule(1),  # type: ignore[attr-defined]
+            **policy.optimizer_kwargs,
+        )
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        super()._update_learning_rate(optimizers)  # type: ignore[misc]
+        if self.vf_learning_rate is not None:
+            vf_learning_rate = value_at(self.vf_learning_rate, self._current_progress_remaining)  # type: ignore[attr-defined]
+            self.policy.optimizer.param_groups[1]["lr"] = vf_learning_rate
+            self.logger.record("train/vf_learning_rate", vf_learning_rate)
 
     def _bind_linked_hyperparameters(self) -> None:
         for component in self.loss:
@@ -191,6 +239,7 @@ class LossComponentsMixin:
         loss: th.Tensor | None = None
         stop_reason: str | None = None
         for epoch in range(self.n_epochs):
+            self._prepare_advantages(epoch)
             approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
             for index, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
                 batch = self._evaluate_minibatch(rollout_data, old_policy)
@@ -217,6 +266,46 @@ class LossComponentsMixin:
         stats["approx_kl"] = [_mean(approx_kl)]
         self._record_train_stats(stats, loss)
 
+    def _prepare_advantages(self, epoch: int) -> None:
+        """Before an epoch: recompute the advantages and normalise them over the batch, if asked."""
+        recompute = self.recompute_advantages and epoch > 0  # epoch 0 has the rollout's own
+        if recompute:
+            self._recompute_advantages()
+        if self.normalize_advantage == "batch" and (epoch == 0 or recompute):
+            # Over the whole rollout, once (RLlib, Spinning Up), rather than per minibatch (SB3).
+            advantages = self.rollout_buffer.advantages
+            advantages -= advantages.mean()
+            advantages /= advantages.std(ddof=1) + 1e-8
+
+    def _recompute_advantages(self) -> None:
+        """GAE(lambda) again with the current value function, before each epoch after the first.
+
+        Andrychowicz et al. 2021 (arXiv:2006.05990, section 3.5) found it helps; SB3 issue #445.
+        The targets move with the value function; ``old_values`` (for value clipping) and the
+        rewards, already bootstrapped at time limits, stay those of the rollout.
+        """
+        buffer = self.rollout_buffer
+        n_steps, n_envs = buffer.buffer_size, buffer.n_envs
+        with th.no_grad():
+            chunks = []
+            for start in range(0, n_steps * n_envs, self.batch_size or n_steps * n_envs):
+                stop = start + (self.batch_size or n_steps * n_envs)
+                observations = buffer.observations
+                if isinstance(observations, dict):
+                    chunk = {key: value[start:stop] for key, value in observations.items()}
+                else:
+                    chunk = observations[start:stop]
+                chunks.append(self.policy.predict_values(obs_as_tensor(chunk, self.device)).flatten())
+            last_values = self.policy.predict_values(obs_as_tensor(self._last_obs, self.device))
+        # get() stored the arrays env-major and flat; GAE runs on (n_steps, n_envs) arrays.
+        rollout_values = buffer.values
+        buffer.values = th.cat(chunks).cpu().numpy().reshape(n_envs, n_steps).T
+        buffer.advantages = np.zeros((n_steps, n_envs), dtype=np.float32)
+        buffer.compute_returns_and_advantage(last_values=last_values, dones=self._last_episode_starts)
+        buffer.advantages = buffer.swap_and_flatten(buffer.advantages)
+        buffer.returns = buffer.swap_and_flatten(buffer.returns)
+        buffer.values = rollout_values
+
     def _evaluate_minibatch(self, rollout_data: Any, old_policy: BasePolicy | None) -> Minibatch:
         actions = rollout_data.actions
         if isinstance(self.action_space, spaces.Discrete):
@@ -229,7 +318,7 @@ class LossComponentsMixin:
         mask = self._sample_mask(rollout_data)
         advantages = rollout_data.advantages
         # A single sample has no spread to normalise by (SB3 issue #325).
-        if self.normalize_advantage and len(advantages) > 1:
+        if self.normalize_advantage in (True, "minibatch") and len(advantages) > 1:
             real = advantages if mask is None else advantages[mask]
             advantages = (advantages - real.mean()) / (real.std() + 1e-8)
         log_ratio = th.clamp(log_prob - rollout_data.old_log_prob, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)

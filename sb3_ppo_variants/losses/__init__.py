@@ -11,7 +11,13 @@ from sb3_ppo_variants.losses.base import (
 )
 from sb3_ppo_variants.losses.entropy import EntropyBonus
 from sb3_ppo_variants.losses.kl import KLEarlyStop, KLPenalty, adapt_kl_coef, exact_kl, kl_per_sample
-from sb3_ppo_variants.losses.surrogate import ClippedSurrogate
+from sb3_ppo_variants.losses.surrogate import (
+    ClippedSurrogate,
+    RollbackSurrogate,
+    SPOSurrogate,
+    Surrogate,
+    TrustRegionRollbackSurrogate,
+)
 from sb3_ppo_variants.losses.value import ValueLoss
 
 __all__ = [
@@ -23,6 +29,10 @@ __all__ = [
     "LossComponent",
     "LossTerm",
     "Minibatch",
+    "RollbackSurrogate",
+    "SPOSurrogate",
+    "Surrogate",
+    "TrustRegionRollbackSurrogate",
     "ValueLoss",
     "adapt_kl_coef",
     "build_component",

@@ -1,4 +1,9 @@
-"""Policy-gradient surrogates."""
+"""Policy-gradient surrogates: PPO's clipped objective and the variants proposed since.
+
+Each returns ``-mean(objective)`` as its loss and logs ``policy_gradient_loss``; the ones with a
+clip range also log ``clip_fraction``, the share of samples whose ratio left ``[1 - eps, 1 + eps]``
+(the band of the objective, asymmetric for clip-higher), so variants compare on one statistic.
+"""
 
 from dataclasses import dataclass
 from typing import ClassVar
@@ -7,6 +12,17 @@ import torch as th
 
 from sb3_ppo_variants.common.validation import check_number, value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch, ScheduleLike
+from sb3_ppo_variants.losses.kl import exact_kl
+
+
+def _outside_band(ratio: th.Tensor, low: float, high: float) -> th.Tensor:
+    with th.no_grad():
+        return ((ratio < 1 - low) | (ratio > 1 + high)).float()
+
+
+def _policy_term(batch: Minibatch, objective: th.Tensor, **stats: th.Tensor | float) -> LossTerm:
+    policy_loss = -batch.mean(objective)
+    return LossTerm(policy_loss, {"policy_gradient_loss": policy_loss, **stats})
 
 
 @dataclass
@@ -15,13 +31,18 @@ class ClippedSurrogate(LossComponent):
 
     ``L = -mean(min(r A, clip(r, 1 - eps, 1 + eps) A))`` with ``r = pi / pi_old``.
 
+    **Clip-higher** (Yu et al. 2025, DAPO, arXiv:2503.14476): with
+    ``clip_range_high = eps_high``, the band is ``[1 - eps, 1 + eps_high]``. A larger upper
+    bound lets unlikely actions with positive advantages gain more probability per update,
+    which keeps entropy from collapsing; DAPO uses ``eps = 0.2, eps_high = 0.28``.
+
     **Dual clip** (Ye et al., AAAI 2020, eq. 4, arXiv:1912.09729): with ``dual_clip = c > 1``,
     samples with ``A < 0`` use ``max(min(r A, clip(r, 1 - eps, 1 + eps) A), c A)``. This bounds
     the objective below when a large ratio meets a negative advantage, where plain clipping
     leaves ``r A`` unbounded.
 
-    Logs ``policy_gradient_loss``, ``clip_fraction`` (share of samples with ``|r - 1| > eps``),
-    ``clip_range``, and with dual clipping ``dual_clip_fraction`` (share of samples bounded by ``c A``).
+    Logs ``policy_gradient_loss``, ``clip_fraction``, ``clip_range``, with clip-higher
+    ``clip_range_high``, and with dual clipping ``dual_clip_fraction`` (share of samples bounded by ``c A``).
     """
 
     clip_range: ScheduleLike = 0.2
@@ -29,6 +50,8 @@ class ClippedSurrogate(LossComponent):
     schedule of progress remaining. Mirrors the algorithm's ``clip_range``."""
     dual_clip: float | None = None
     """``c`` (> 1; the paper uses 3), or ``None`` for plain PPO clipping."""
+    clip_range_high: ScheduleLike | None = None
+    """``eps_high`` for the upper bound ``1 + eps_high`` (float or schedule); ``None``: ``eps``."""
 
     name: ClassVar[str] = "clipped_surrogate"
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
@@ -36,18 +59,160 @@ class ClippedSurrogate(LossComponent):
     def __post_init__(self) -> None:
         check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
         check_number("dual_clip", self.dual_clip, low=1.0, low_inclusive=False, optional=True)
+        check_number("clip_range_high", self.clip_range_high, low_inclusive=False, schedule=True, optional=True)
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         eps = value_at(self.clip_range, batch.progress_remaining)
         advantages, ratio = batch.advantages, batch.ratio
-        surrogate = th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - eps, 1 + eps))
         stats: dict[str, th.Tensor | float] = {"clip_range": eps}
+        if self.clip_range_high is None:
+            eps_high = eps
+            clipped = th.clamp(ratio, 1 - eps, 1 + eps)
+        else:
+            eps_high = value_at(self.clip_range_high, batch.progress_remaining)
+            clipped = th.clamp(ratio, 1 - eps, 1 + eps_high)
+            stats["clip_range_high"] = eps_high
+        surrogate = th.min(advantages * ratio, advantages * clipped)
         if self.dual_clip is not None:
             lower_bound = self.dual_clip * advantages
             bounded = (advantages < 0) & (surrogate < lower_bound)
             surrogate = th.where(bounded, lower_bound, surrogate)
             stats["dual_clip_fraction"] = batch.mean(bounded.float())
-        policy_loss = -batch.mean(surrogate)
+        if eps_high == eps:  # SB3's statistic, computed as SB3 does
+            with th.no_grad():
+                stats["clip_fraction"] = batch.mean((th.abs(ratio - 1) > eps).float())
+        else:
+            stats["clip_fraction"] = batch.mean(_outside_band(ratio, eps, eps_high))
+        return _policy_term(batch, surrogate, **stats)
+
+
+@dataclass
+class Surrogate(LossComponent):
+    """The unclipped importance-sampled surrogate ``L = -mean(r A)`` (Schulman et al. 2015/2017).
+
+    Alone it is a policy gradient with importance weights; with an adaptive
+    :class:`~sb3_ppo_variants.losses.KLPenalty` it is **PPO-penalty** (Schulman et al. 2017,
+    section 4, eq. 8, arXiv:1707.06347), the paper's alternative to clipping.
+
+    Logs ``policy_gradient_loss``.
+    """
+
+    name: ClassVar[str] = "surrogate"
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        return _policy_term(batch, batch.ratio * batch.advantages)
+
+
+@dataclass
+class RollbackSurrogate(LossComponent):
+    """PPO-RB, the rollback clip of Truly PPO (Wang et al., UAI 2019, arXiv:1903.07940).
+
+    ``L = -mean(min(r A, F(r) A))`` with ``F(r) = -alpha r + (1 + alpha)(1 - eps)`` for
+    ``r <= 1 - eps``, ``-alpha r + (1 + alpha)(1 + eps)`` for ``r >= 1 + eps``, and ``r`` in
+    between. Where PPO's clipped objective goes flat outside the band (no force back), the
+    rollback slope ``-alpha`` pushes the ratio back towards it. ``alpha = 0`` is PPO.
+    Defaults are the authors' MuJoCo settings (``eps = 0.2``, ``alpha = 0.3``).
+
+    Logs ``policy_gradient_loss``, ``clip_fraction``, ``clip_range`` and ``rollback_fraction``
+    (share of samples on a rollback slope).
+    """
+
+    clip_range: ScheduleLike = 0.2
+    """``eps``, as in PPO (float or schedule). Mirrors the algorithm's ``clip_range``."""
+    rollback: float = 0.3
+    """``alpha`` >= 0: the slope that pushes the ratio back once it leaves the band."""
+
+    name: ClassVar[str] = "rollback_surrogate"
+    linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
+
+    def __post_init__(self) -> None:
+        check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
+        check_number("rollback", self.rollback)
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        eps = value_at(self.clip_range, batch.progress_remaining)
+        advantages, ratio, alpha = batch.advantages, batch.ratio, self.rollback
+        rolled_back = th.where(
+            ratio <= 1 - eps,
+            -alpha * ratio + (1 + alpha) * (1 - eps),
+            th.where(ratio >= 1 + eps, -alpha * ratio + (1 + alpha) * (1 + eps), ratio),
+        )
+        unclipped, clipped = ratio * advantages, rolled_back * advantages
         with th.no_grad():
-            stats["clip_fraction"] = batch.mean((th.abs(ratio - 1) > eps).float())
-        return LossTerm(policy_loss, {"policy_gradient_loss": policy_loss, **stats})
+            on_slope = (clipped < unclipped).float()
+        objective = th.min(unclipped, clipped)
+        return _policy_term(
+            batch,
+            objective,
+            clip_range=eps,
+            clip_fraction=batch.mean(_outside_band(ratio, eps, eps)),
+            rollback_fraction=batch.mean(on_slope),
+        )
+
+
+@dataclass
+class TrustRegionRollbackSurrogate(LossComponent):
+    """TR-PPO-RB, the trust-region rollback of Truly PPO (Wang et al., UAI 2019, arXiv:1903.07940).
+
+    The trigger is the exact per-state ``KL(pi_old(.|s) || pi(.|s)) >= delta`` rather than the
+    ratio: where it fires and the sample still gains (``r A > A``), the objective's slope is
+    reversed to ``-alpha``; elsewhere it is ``r A``. As in the authors' code, the value stays
+    continuous (it is ``r A`` everywhere) and only the gradient changes:
+    ``objective = -alpha r A + stop_gradient((1 + alpha) r A)`` on triggered samples.
+    Defaults are the authors' MuJoCo settings (``delta = 0.03``, ``alpha = 0.05``). Needs the
+    pre-update distribution, so each minibatch costs one more forward pass of the frozen policy.
+
+    Logs ``policy_gradient_loss``, ``kl`` (mean exact KL) and ``rollback_fraction``.
+    """
+
+    kl_range: float = 0.03
+    """``delta`` > 0: the per-state KL beyond which a gaining sample is rolled back."""
+    rollback: float = 0.05
+    """``alpha`` >= 0: the reversed slope on rolled-back samples (0 stops their gradient)."""
+
+    name: ClassVar[str] = "trust_region_rollback_surrogate"
+    needs_old_distribution: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_number("kl_range", self.kl_range, low_inclusive=False)
+        check_number("rollback", self.rollback)
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        advantages, ratio = batch.advantages, batch.ratio
+        kl = exact_kl(batch.old_distribution, batch.distribution)
+        with th.no_grad():
+            triggered = (kl >= self.kl_range) & (ratio * advantages > advantages)
+        surrogate = ratio * advantages
+        rolled_back = -self.rollback * surrogate + ((1 + self.rollback) * surrogate).detach()
+        objective = th.where(triggered, rolled_back, surrogate)
+        return _policy_term(
+            batch, objective, kl=batch.mean(kl.detach()), rollback_fraction=batch.mean(triggered.float())
+        )
+
+
+@dataclass
+class SPOSurrogate(LossComponent):
+    """SPO, simple policy optimization (Xie et al., ICML 2025, arXiv:2401.16025).
+
+    ``L = -mean(r A - |A| / (2 eps) (r - 1)^2)``. The quadratic penalty has its optimum for
+    each sample at ``r = 1 + sign(A) eps``, so the ratio is drawn to the edge of the trust
+    region instead of being left free once clipped (PPO's gradient there is zero).
+
+    Logs ``policy_gradient_loss``, ``clip_fraction`` (share with ``|r - 1| > eps``, for
+    comparison with PPO) and ``clip_range``.
+    """
+
+    clip_range: ScheduleLike = 0.2
+    """``eps`` (float or schedule). Mirrors the algorithm's ``clip_range``."""
+
+    name: ClassVar[str] = "spo_surrogate"
+    linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
+
+    def __post_init__(self) -> None:
+        check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        eps = value_at(self.clip_range, batch.progress_remaining)
+        advantages, ratio = batch.advantages, batch.ratio
+        objective = ratio * advantages - th.abs(advantages) / (2 * eps) * (ratio - 1) ** 2
+        return _policy_term(batch, objective, clip_range=eps, clip_fraction=batch.mean(_outside_band(ratio, eps, eps)))

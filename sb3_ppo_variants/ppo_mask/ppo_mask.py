@@ -21,7 +21,8 @@ SelfMaskablePPOVariant = TypeVar("SelfMaskablePPOVariant", bound="MaskablePPOVar
 class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
     """sb3-contrib's ``MaskablePPO`` with the loss given as a list of components.
 
-    Takes every argument of ``MaskablePPO`` with the same default and meaning, plus ``loss``
+    Takes every argument of ``MaskablePPO`` with the same default and meaning, plus ``loss``,
+    ``normalize_advantage="batch"``, ``recompute_advantages`` and ``vf_learning_rate``
     (see :class:`~sb3_ppo_variants.PPOVariant`). Rollouts, ``predict(action_masks=...)`` and
     ``learn(use_masking=...)`` are MaskablePPO's; the loss sees the masked distributions, so the
     exact KL ignores invalid actions. Without ``loss`` it is bit-identical to ``MaskablePPO``.
@@ -39,7 +40,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
         gae_lambda: float = 0.95,
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = True,
         ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
@@ -53,6 +54,8 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         loss: Iterable[LossSpec] | None = None,
+        recompute_advantages: bool = False,
+        vf_learning_rate: float | Schedule | None = None,
         _init_setup_model: bool = True,
     ):
         linked = dict(clip_range=clip_range, clip_range_vf=clip_range_vf, ent_coef=ent_coef, vf_coef=vf_coef)
@@ -67,6 +70,9 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
             max_grad_norm=max_grad_norm,
             stats_window_size=stats_window_size,
             **({} if batch_size is None else {"batch_size": batch_size}),  # None: the whole buffer
+            normalize_advantage=normalize_advantage,
+            recompute_advantages=recompute_advantages,
+            vf_learning_rate=vf_learning_rate,
         )
         super().__init__(
             policy,
@@ -94,6 +100,8 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
             device=device,
             _init_setup_model=False,
         )
+        self.recompute_advantages = recompute_advantages
+        self.vf_learning_rate = vf_learning_rate
         self._configure_loss(loss, **linked, target_kl=target_kl)
         if _init_setup_model:
             self._setup_model()

@@ -11,6 +11,7 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.loss_algorithm import LossComponentsMixin, check_ppo_arguments, current_distribution
 from sb3_ppo_variants.losses.base import LossSpec
 
@@ -20,7 +21,8 @@ SelfRecurrentPPOVariant = TypeVar("SelfRecurrentPPOVariant", bound="RecurrentPPO
 class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
     """sb3-contrib's ``RecurrentPPO`` with the loss given as a list of components.
 
-    Takes every argument of ``RecurrentPPO`` with the same default and meaning, plus ``loss``
+    Takes every argument of ``RecurrentPPO`` with the same default and meaning, plus ``loss``,
+    ``normalize_advantage="batch"`` and ``vf_learning_rate``
     (see :class:`~sb3_ppo_variants.PPOVariant`). Minibatches are padded sequences: the padding
     mask reaches every reduction (advantage normalisation, each component's ``batch.mean``,
     the statistics), so a component written once is right here too. Without ``loss`` it is
@@ -39,7 +41,7 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
         gae_lambda: float = 0.95,
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = True,
         ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
@@ -53,8 +55,15 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         loss: Iterable[LossSpec] | None = None,
+        recompute_advantages: bool = False,
+        vf_learning_rate: float | Schedule | None = None,
         _init_setup_model: bool = True,
     ):
+        if recompute_advantages:
+            raise HyperparameterError(
+                "recompute_advantages=True is invalid for RecurrentPPOVariant: accepted values are False "
+                "(recomputing values would need to replay the LSTM over every sequence of the rollout)."
+            )
         linked = dict(clip_range=clip_range, clip_range_vf=clip_range_vf, ent_coef=ent_coef, vf_coef=vf_coef)
         check_ppo_arguments(
             **linked,
@@ -68,6 +77,9 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
             stats_window_size=stats_window_size,
             sde_sample_freq=sde_sample_freq,
             **({} if batch_size is None else {"batch_size": batch_size}),  # None: the whole buffer
+            normalize_advantage=normalize_advantage,
+            recompute_advantages=recompute_advantages,
+            vf_learning_rate=vf_learning_rate,
         )
         super().__init__(
             policy,
@@ -95,6 +107,8 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
             device=device,
             _init_setup_model=False,
         )
+        self.recompute_advantages = recompute_advantages
+        self.vf_learning_rate = vf_learning_rate
         self._configure_loss(loss, **linked, target_kl=target_kl)
         if _init_setup_model:
             self._setup_model()

@@ -38,11 +38,20 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         ``None`` builds SB3's loss from ``clip_range``, ``ent_coef``, ``vf_coef``,
         ``clip_range_vf`` and ``target_kl``. With a list, those arguments are taken from the
         components; giving one that contradicts a component is an error.
+    :param normalize_advantage: ``True`` or ``"minibatch"`` (SB3): normalise the advantages of
+        each minibatch; ``"batch"``: once over the whole rollout (RLlib, Spinning Up), and again
+        after each recomputation; ``False``: not at all.
+    :param recompute_advantages: Recompute GAE with the current value function before each
+        epoch after the first (Andrychowicz et al. 2021, arXiv:2006.05990; SB3 issue #445).
+        Costs one value forward pass over the rollout per epoch.
+    :param vf_learning_rate: A learning rate (float or schedule) for the parameters only the
+        value function uses, in a second optimizer group; shared parameters keep
+        ``learning_rate``. ``None``: one learning rate (SB3). SB3 issue #338.
 
     The other parameters are SB3's: ``learning_rate`` (float or schedule), ``n_steps``,
     ``batch_size``, ``n_epochs``, ``gamma``, ``gae_lambda``, ``clip_range`` (float or schedule),
     ``clip_range_vf`` (``None``, float or schedule; depends on the reward scale),
-    ``normalize_advantage``, ``ent_coef`` (float, or here also a schedule), ``vf_coef``,
+    ``ent_coef`` (float, or here also a schedule), ``vf_coef``,
     ``max_grad_norm``, ``use_sde``, ``sde_sample_freq``, ``rollout_buffer_class``,
     ``rollout_buffer_kwargs``, ``target_kl`` (stop an update's epochs when the KL exceeds
     1.5 x target; SB3 issue #417), ``stats_window_size``, ``tensorboard_log``,
@@ -67,7 +76,7 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         gae_lambda: float = 0.95,
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = True,
         ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
@@ -83,6 +92,8 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         loss: Iterable[LossSpec] | None = None,
+        recompute_advantages: bool = False,
+        vf_learning_rate: float | Schedule | None = None,
         _init_setup_model: bool = True,
     ):
         check_ppo_arguments(
@@ -100,6 +111,9 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
             target_kl=target_kl,
             stats_window_size=stats_window_size,
             sde_sample_freq=sde_sample_freq,
+            normalize_advantage=normalize_advantage,
+            recompute_advantages=recompute_advantages,
+            vf_learning_rate=vf_learning_rate,
         )
         super().__init__(
             policy,
@@ -131,6 +145,8 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
+        self.recompute_advantages = recompute_advantages
+        self.vf_learning_rate = vf_learning_rate
         self._configure_loss(
             loss,
             clip_range=clip_range,
@@ -142,9 +158,9 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _check_batch_layout(self, batch_size: int, normalize_advantage: bool) -> None:
+    def _check_batch_layout(self, batch_size: int, normalize_advantage: bool | str) -> None:
         """SB3's checks of the minibatch against the buffer, as errors and the same warning."""
-        if normalize_advantage and batch_size < 2:
+        if normalize_advantage in (True, "minibatch") and batch_size < 2:
             # Normalising one sample divides by a zero spread (SB3 issue #440).
             raise HyperparameterError(
                 f"batch_size={batch_size} is invalid with normalize_advantage=True: accepted values are integers > 1."

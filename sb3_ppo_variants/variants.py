@@ -1,0 +1,129 @@
+"""The PPO variants by name: the ``PPOVariant`` arguments that turn SB3's PPO into each one.
+
+``variant_arguments("ppo-rb", ppo_arguments)`` takes SB3 ``PPO`` keyword arguments (for example
+the RL Baselines3 Zoo's tuned ones) and returns ``PPOVariant`` keyword arguments for the
+variant: the loss-related arguments (``clip_range``, ``ent_coef``, ``vf_coef``,
+``clip_range_vf``, ``target_kl``) move into the components, and everything else is kept, so
+variants differ from PPO only where they really differ. The benchmark grid and the tuning
+package use these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.validation import value_at
+from sb3_ppo_variants.losses import (
+    ClippedSurrogate,
+    EntropyBonus,
+    KLEarlyStop,
+    KLPenalty,
+    LossComponent,
+    RollbackSurrogate,
+    SPOSurrogate,
+    Surrogate,
+    TrustRegionRollbackSurrogate,
+    ValueLoss,
+)
+from sb3_ppo_variants.losses.base import ScheduleLike
+
+LOSS_ARGUMENTS = {"clip_range": 0.2, "clip_range_vf": None, "ent_coef": 0.0, "vf_coef": 0.5, "target_kl": None}
+"""SB3 PPO's loss arguments and their defaults."""
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """``factor`` times a float-or-schedule hyperparameter, itself a picklable schedule."""
+
+    base: ScheduleLike
+    factor: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.factor * value_at(self.base, progress_remaining)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a variant differs from SB3's PPO."""
+
+    description: str
+    policy_loss: Callable[[Mapping[str, Any]], LossComponent] | None = None
+    """Builds the policy loss from the loss arguments; ``None``: PPO's clipped surrogate."""
+    value_loss: dict[str, Any] = field(default_factory=dict)
+    """Options of :class:`~sb3_ppo_variants.losses.ValueLoss` beyond its coefficient."""
+    extra_loss: Callable[[], list[LossComponent]] | None = None
+    """Components added after PPO's."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """``PPOVariant`` arguments that are not part of the loss."""
+
+
+VARIANTS: dict[str, Variant] = {
+    "ppo": Variant("SB3's PPO: clipped surrogate, SB3's value clipping, per-minibatch advantages"),
+    "dual-clip": Variant(
+        "Dual-clip PPO, c = 3 (Ye et al. 2020)",
+        policy_loss=lambda a: ClippedSurrogate(clip_range=a["clip_range"], dual_clip=3.0),
+    ),
+    "clip-higher": Variant(
+        "Asymmetric clip, eps_high = 1.4 eps (DAPO's 0.2 / 0.28; Yu et al. 2025)",
+        policy_loss=lambda a: ClippedSurrogate(
+            clip_range=a["clip_range"], clip_range_high=Scaled(a["clip_range"], 1.4)
+        ),
+    ),
+    "ppo-penalty": Variant(
+        "Unclipped surrogate + adaptive exact-KL penalty, d_targ = 0.01, beta_0 = 1 (Schulman et al. 2017, sec. 4)",
+        policy_loss=lambda a: Surrogate(),
+        extra_loss=lambda: [KLPenalty(coef=1.0, target=0.01, adaptive=True, rule="paper", estimator="exact")],
+    ),
+    "ppo-rb": Variant(
+        "Rollback clip, alpha = 0.3 (Truly PPO's PPO-RB; Wang et al. 2019)",
+        policy_loss=lambda a: RollbackSurrogate(clip_range=a["clip_range"], rollback=0.3),
+    ),
+    "tr-ppo-rb": Variant(
+        "Trust-region rollback, delta = 0.03, alpha = 0.05 (Truly PPO's TR-PPO-RB; Wang et al. 2019)",
+        policy_loss=lambda a: TrustRegionRollbackSurrogate(kl_range=0.03, rollback=0.05),
+    ),
+    "spo": Variant(
+        "Simple policy optimization, r A - |A| (r - 1)^2 / (2 eps) (Xie et al. 2025)",
+        policy_loss=lambda a: SPOSurrogate(clip_range=a["clip_range"]),
+    ),
+    "value-pessimistic": Variant(
+        "Value clipping as ppo2 / CleanRL: max of clipped and unclipped losses, c = clip_range",
+        value_loss={"clip_mode": "pessimistic"},
+    ),
+    "value-huber": Variant("Huber value loss, delta = 1", value_loss={"error": "huber"}),
+    "recompute-advantages": Variant(
+        "Advantages recomputed before each epoch and normalised per batch (Andrychowicz et al. 2021)",
+        options={"recompute_advantages": True, "normalize_advantage": "batch"},
+    ),
+}
+
+
+def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``PPOVariant`` keyword arguments for variant ``name``, from SB3 ``PPO`` keyword arguments."""
+    if name not in VARIANTS:
+        raise HyperparameterError(f"variant={name!r} is unknown: accepted values are {', '.join(VARIANTS)}.")
+    variant = VARIANTS[name]
+    arguments = dict(ppo_arguments or {})
+    if "loss" in arguments:
+        raise HyperparameterError(
+            "loss=... cannot be combined with a named variant: accepted values are SB3 PPO arguments only."
+        )
+    if name == "ppo":
+        return arguments
+    linked = {key: arguments.pop(key, default) for key, default in LOSS_ARGUMENTS.items()}
+    value_options = dict(variant.value_loss)
+    clip_range_vf = linked["clip_range_vf"]
+    if value_options.get("clip_mode") == "pessimistic" and clip_range_vf is None:
+        clip_range_vf = linked["clip_range"]  # ppo2 clips the value with the policy's clip range
+    policy_loss = variant.policy_loss or (lambda a: ClippedSurrogate(clip_range=a["clip_range"]))
+    loss = [
+        policy_loss(linked),
+        EntropyBonus(coef=linked["ent_coef"]),
+        ValueLoss(coef=linked["vf_coef"], clip_range=clip_range_vf, **value_options),
+        KLEarlyStop(target=linked["target_kl"]),
+        *(variant.extra_loss() if variant.extra_loss else []),
+    ]
+    return {**arguments, **variant.options, "loss": loss}

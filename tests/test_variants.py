@@ -1,0 +1,75 @@
+"""Each named variant trains end to end, logs its own statistics, and is built from PPO's arguments."""
+
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_ppo_variants import HyperparameterError, MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
+from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLEarlyStop, RollbackSurrogate, ValueLoss
+from sb3_ppo_variants.variants import VARIANTS, Scaled, variant_arguments
+from tests.conftest import FAST
+
+# The statistic that shows each variant is at work, beside SB3's.
+OWN_STATISTIC = {
+    "dual-clip": "dual_clip_fraction",
+    "clip-higher": "clip_range_high",
+    "ppo-penalty": "kl_coef",
+    "ppo-rb": "rollback_fraction",
+    "tr-ppo-rb": "rollback_fraction",
+    "spo": "clip_fraction",
+    "value-pessimistic": "value_clip_fraction",
+}
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_variant_trains_end_to_end(name, env_id):
+    env = make_vec_env(env_id, n_envs=2, seed=0)
+    arguments = variant_arguments(name, {"clip_range": 0.2, "ent_coef": 0.01, **FAST})
+    model = PPOVariant("MlpPolicy", env, **arguments).learn(256)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    logged = model.logger.name_to_value
+    for key in ("train/policy_gradient_loss", "train/value_loss", "train/approx_kl"):
+        assert np.isfinite(logged[key])
+    if name in OWN_STATISTIC:
+        assert f"train/{OWN_STATISTIC[name]}" in logged
+
+
+@pytest.mark.parametrize("name", ["dual-clip", "ppo-penalty", "tr-ppo-rb", "spo", "recompute-advantages"])
+def test_variants_train_with_action_masks(name):
+    env = InvalidActionEnvDiscrete(dim=4, n_invalid_actions=2)
+    model = MaskablePPOVariant("MlpPolicy", env, **variant_arguments(name, FAST)).learn(128)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+@pytest.mark.parametrize("name", ["clip-higher", "ppo-rb", "tr-ppo-rb", "spo", "value-huber"])
+def test_variants_train_with_an_lstm(name):
+    arguments = variant_arguments(name, {**FAST, "n_steps": 32, "batch_size": 32})
+    model = RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", **arguments).learn(64)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_variant_arguments_move_ppos_loss_arguments_into_the_components():
+    arguments = variant_arguments("ppo-rb", {"clip_range": 0.1, "ent_coef": 0.01, "vf_coef": 0.7, "n_steps": 64})
+    assert arguments["n_steps"] == 64 and "clip_range" not in arguments and "ent_coef" not in arguments
+    rollback, entropy, value, early_stop = arguments["loss"]
+    assert rollback == RollbackSurrogate(clip_range=0.1, rollback=0.3)
+    assert entropy == EntropyBonus(coef=0.01) and value == ValueLoss(coef=0.7) and early_stop == KLEarlyStop()
+
+
+def test_clip_higher_scales_a_schedule_and_pessimistic_value_clipping_uses_the_clip_range():
+    (surrogate, *_) = variant_arguments("clip-higher", {"clip_range": lambda progress: 0.2 * progress})["loss"]
+    assert isinstance(surrogate, ClippedSurrogate) and surrogate.clip_range_high == Scaled(surrogate.clip_range, 1.4)
+    assert surrogate.clip_range_high(0.5) == pytest.approx(0.14)
+    value = variant_arguments("value-pessimistic", {"clip_range": 0.3})["loss"][2]
+    assert value.clip_range == 0.3 and value.clip_mode == "pessimistic"
+
+
+def test_ppo_variant_is_the_arguments_unchanged_and_unknown_names_are_errors():
+    assert variant_arguments("ppo", {"clip_range": 0.1}) == {"clip_range": 0.1}
+    with pytest.raises(HyperparameterError, match="variant='ppo2' is unknown: accepted values are ppo, dual-clip"):
+        variant_arguments("ppo2")
+    with pytest.raises(HyperparameterError, match=r"loss=\.\.\. cannot be combined with a named variant"):
+        variant_arguments("spo", {"loss": []})
