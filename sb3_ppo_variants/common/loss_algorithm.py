@@ -280,7 +280,7 @@ class LossComponentsMixin:
     def _recompute_advantages(self) -> None:
         """GAE(lambda) again with the current value function, before each epoch after the first.
 
-        Andrychowicz et al. 2021 (arXiv:2006.05990, section 3.5) found it helps; SB3 issue #445.
+        Andrychowicz et al. 2021 (arXiv:2006.05990) recommend it; SB3 issue #445.
         The targets move with the value function; ``old_values`` (for value clipping) and the
         rewards, already bootstrapped at time limits, stay those of the rollout.
         """

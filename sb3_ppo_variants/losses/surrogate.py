@@ -190,6 +190,10 @@ class TrustRegionRollbackSurrogate(LossComponent):
         )
 
 
+SPO_MIN_CLIP_RANGE = 1e-6
+"""The smallest ``eps`` SPO divides by."""
+
+
 @dataclass
 class SPOSurrogate(LossComponent):
     """SPO, simple policy optimization (Xie et al., ICML 2025, arXiv:2401.16025).
@@ -197,6 +201,10 @@ class SPOSurrogate(LossComponent):
     ``L = -mean(r A - |A| / (2 eps) (r - 1)^2)``. The quadratic penalty has its optimum for
     each sample at ``r = 1 + sign(A) eps``, so the ratio is drawn to the edge of the trust
     region instead of being left free once clipped (PPO's gradient there is zero).
+
+    A schedule that decays ``eps`` to 0 (the Zoo's ``lin_0.2``) is floored at
+    :data:`SPO_MIN_CLIP_RANGE` there: at ``eps = 0`` the penalty is ``0 / 0`` at ``r = 1``, while
+    the floored penalty holds the ratio at 1, as PPO's zero clip range does.
 
     Logs ``policy_gradient_loss``, ``clip_fraction`` (share with ``|r - 1| > eps``, for
     comparison with PPO) and ``clip_range``.
@@ -212,7 +220,7 @@ class SPOSurrogate(LossComponent):
         check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
 
     def __call__(self, batch: Minibatch) -> LossTerm:
-        eps = value_at(self.clip_range, batch.progress_remaining)
+        eps = max(value_at(self.clip_range, batch.progress_remaining), SPO_MIN_CLIP_RANGE)
         advantages, ratio = batch.advantages, batch.ratio
         objective = ratio * advantages - th.abs(advantages) / (2 * eps) * (ratio - 1) ** 2
         return _policy_term(batch, objective, clip_range=eps, clip_fraction=batch.mean(_outside_band(ratio, eps, eps)))
