@@ -105,9 +105,10 @@ ENVS: dict[str, EnvSetup] = {
     ),
     "LunarLander-v3": EnvSetup(
         timesteps=200_000,
-        eval_every=20_000,
+        eval_every=40_000,
         n_envs=16,
         hyperparameters=dict(n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01),
+        eval_episodes=5,
         zoo_ppo_score=242.119,
     ),
     "Pendulum-v1": EnvSetup(
@@ -128,7 +129,7 @@ ENVS: dict[str, EnvSetup] = {
         zoo_ppo_score=-172.225,
     ),
     "HalfCheetah-v5": EnvSetup(
-        timesteps=100_000,
+        timesteps=51_200,
         eval_every=10_240,
         n_envs=1,
         hyperparameters=dict(
@@ -149,7 +150,7 @@ ENVS: dict[str, EnvSetup] = {
         zoo_ppo_score=5819.099,
     ),
     "Hopper-v5": EnvSetup(
-        timesteps=100_000,
+        timesteps=51_200,
         eval_every=10_240,
         n_envs=1,
         hyperparameters=dict(
