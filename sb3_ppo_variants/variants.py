@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.loss_algorithm import LossComponentsMixin
 from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.losses import (
     ClippedSurrogate,
@@ -29,9 +30,6 @@ from sb3_ppo_variants.losses import (
     ValueLoss,
 )
 from sb3_ppo_variants.losses.base import ScheduleLike
-
-LOSS_ARGUMENTS = {"clip_range": 0.2, "clip_range_vf": None, "ent_coef": 0.0, "vf_coef": 0.5, "target_kl": None}
-"""SB3 PPO's loss arguments and their defaults."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None)
         )
     if name == "ppo":
         return arguments
-    linked = {key: arguments.pop(key, default) for key, default in LOSS_ARGUMENTS.items()}
+    linked = {key: arguments.pop(key, default) for key, default in LossComponentsMixin.LINKED_DEFAULTS.items()}
     value_options = dict(variant.value_loss)
     clip_range_vf = linked["clip_range_vf"]
     if value_options.get("clip_mode") == "pessimistic" and clip_range_vf is None:

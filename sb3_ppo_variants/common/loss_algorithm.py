@@ -286,10 +286,11 @@ class LossComponentsMixin:
         """
         buffer = self.rollout_buffer
         n_steps, n_envs = buffer.buffer_size, buffer.n_envs
+        chunk_size = self.batch_size or n_steps * n_envs  # MaskablePPO's batch_size=None: the whole buffer
         with th.no_grad():
             chunks = []
-            for start in range(0, n_steps * n_envs, self.batch_size or n_steps * n_envs):
-                stop = start + (self.batch_size or n_steps * n_envs)
+            for start in range(0, n_steps * n_envs, chunk_size):
+                stop = start + chunk_size
                 observations = buffer.observations
                 if isinstance(observations, dict):
                     chunk = {key: value[start:stop] for key, value in observations.items()}
