@@ -33,152 +33,38 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
+
 LAST_EVALS = 3
 SB3 = "sb3-ppo"
 
 
-def linear(start: float) -> Any:
-    """The Zoo's ``lin_<start>``: decays linearly to 0 over training."""
-    from stable_baselines3.common.utils import LinearSchedule
-
-    return LinearSchedule(start, 0.0, 1.0)
-
-
 @dataclass
 class EnvSetup:
-    """One environment of the grid: its budget and the Zoo's tuned PPO hyperparameters."""
+    """One environment of the grid: its budget and evaluation (hyperparameters: ``tuning.zoo``)."""
 
     timesteps: int
     eval_every: int
-    n_envs: int
-    hyperparameters: dict[str, Any]
     zoo_ppo_score: float
     """The Zoo's PPO at its full budget (benchmark.md), the top of the normalised scale."""
-    normalize: bool = False
     eval_episodes: int = 10
-    policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _mujoco_kwargs() -> dict[str, Any]:
-    import torch as th
-
-    return {
-        "log_std_init": -2,
-        "ortho_init": False,
-        "activation_fn": th.nn.ReLU,
-        "net_arch": {"pi": [256, 256], "vf": [256, 256]},
-    }
-
-
-# hyperparams/ppo.yml of rl-baselines3-zoo (LunarLander-v2, HalfCheetah-v3 and Hopper-v3 there).
 ENVS: dict[str, EnvSetup] = {
-    "CartPole-v1": EnvSetup(
-        timesteps=50_000,
-        eval_every=5_000,
-        n_envs=8,
-        hyperparameters=dict(
-            n_steps=32,
-            batch_size=256,
-            gae_lambda=0.8,
-            gamma=0.98,
-            n_epochs=20,
-            ent_coef=0.0,
-            learning_rate=("lin", 0.001),
-            clip_range=("lin", 0.2),
-        ),
-        zoo_ppo_score=500.0,
-    ),
-    "Acrobot-v1": EnvSetup(
-        timesteps=100_000,
-        eval_every=10_000,
-        n_envs=16,
-        hyperparameters=dict(n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0),
-        normalize=True,
-        zoo_ppo_score=-73.506,
-    ),
-    "LunarLander-v3": EnvSetup(
-        timesteps=200_000,
-        eval_every=40_000,
-        n_envs=16,
-        hyperparameters=dict(n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01),
-        eval_episodes=5,
-        zoo_ppo_score=242.119,
-    ),
-    "Pendulum-v1": EnvSetup(
-        timesteps=100_000,
-        eval_every=8_192,
-        n_envs=4,
-        hyperparameters=dict(
-            n_steps=1024,
-            gae_lambda=0.95,
-            gamma=0.9,
-            n_epochs=10,
-            ent_coef=0.0,
-            learning_rate=1e-3,
-            clip_range=0.2,
-            use_sde=True,
-            sde_sample_freq=4,
-        ),
-        zoo_ppo_score=-172.225,
-    ),
-    "HalfCheetah-v5": EnvSetup(
-        timesteps=51_200,
-        eval_every=10_240,
-        n_envs=1,
-        hyperparameters=dict(
-            batch_size=64,
-            n_steps=512,
-            gamma=0.98,
-            learning_rate=2.0633e-05,
-            ent_coef=0.000401762,
-            clip_range=0.1,
-            n_epochs=20,
-            gae_lambda=0.92,
-            max_grad_norm=0.8,
-            vf_coef=0.58096,
-        ),
-        policy_kwargs={"mujoco": True},
-        normalize=True,
-        eval_episodes=5,
-        zoo_ppo_score=5819.099,
-    ),
-    "Hopper-v5": EnvSetup(
-        timesteps=51_200,
-        eval_every=10_240,
-        n_envs=1,
-        hyperparameters=dict(
-            batch_size=32,
-            n_steps=512,
-            gamma=0.999,
-            learning_rate=9.80828e-05,
-            ent_coef=0.00229519,
-            clip_range=0.2,
-            n_epochs=5,
-            gae_lambda=0.99,
-            max_grad_norm=0.7,
-            vf_coef=0.835671,
-        ),
-        policy_kwargs={"mujoco": True},
-        normalize=True,
-        eval_episodes=5,
-        zoo_ppo_score=2410.435,
-    ),
+    "CartPole-v1": EnvSetup(timesteps=50_000, eval_every=5_000, zoo_ppo_score=500.0),
+    "Acrobot-v1": EnvSetup(timesteps=100_000, eval_every=10_000, zoo_ppo_score=-73.506),
+    "LunarLander-v3": EnvSetup(timesteps=200_000, eval_every=40_000, eval_episodes=5, zoo_ppo_score=242.119),
+    "Pendulum-v1": EnvSetup(timesteps=100_000, eval_every=8_192, zoo_ppo_score=-172.225),
+    "HalfCheetah-v5": EnvSetup(timesteps=51_200, eval_every=10_240, eval_episodes=5, zoo_ppo_score=5819.099),
+    "Hopper-v5": EnvSetup(timesteps=51_200, eval_every=10_240, eval_episodes=5, zoo_ppo_score=2410.435),
 }
-
-
-def ppo_arguments(setup: EnvSetup) -> dict[str, Any]:
-    """The Zoo's hyperparameters as SB3 PPO keyword arguments."""
-    arguments = {k: linear(v[1]) if isinstance(v, tuple) else v for k, v in setup.hyperparameters.items()}
-    if setup.policy_kwargs.get("mujoco"):
-        arguments["policy_kwargs"] = _mujoco_kwargs()
-    return arguments
 
 
 # --- one cell ---------------------------------------------------------------------------
@@ -212,22 +98,22 @@ def run_cell(env_id: str, variant: str, seed: int, budget_scale: float, out: str
     from sb3_ppo_variants.variants import variant_arguments
 
     th.set_num_threads(1)  # one process per core; small networks gain nothing from more threads
-    setup = ENVS[env_id]
+    setup, zoo = ENVS[env_id], ZOO_PPO[env_id]
     timesteps = max(int(setup.timesteps * budget_scale), 1)
     eval_every = max(int(setup.eval_every * budget_scale), 1)
-    env = make_vec_env(env_id, n_envs=setup.n_envs, seed=seed)
+    env = make_vec_env(env_id, n_envs=zoo.n_envs, seed=seed)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
-    if setup.normalize:
-        env = VecNormalize(env, gamma=setup.hyperparameters.get("gamma", 0.99))
+    if zoo.normalize:
+        env = VecNormalize(env, gamma=zoo.hyperparameters.get("gamma", 0.99))
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)  # EvalCallback syncs its statistics
-    arguments = {**ppo_arguments(setup), "seed": seed, "device": "cpu"}
+    arguments = {**zoo_ppo_arguments(env_id), "seed": seed, "device": "cpu"}
     if variant == SB3:
         model = PPO("MlpPolicy", env, **arguments)
     else:
         model = PPOVariant("MlpPolicy", env, **variant_arguments(variant, arguments))
     evaluations = EvalCallback(
         eval_env,
-        eval_freq=max(eval_every // setup.n_envs, 1),
+        eval_freq=max(eval_every // zoo.n_envs, 1),
         n_eval_episodes=setup.eval_episodes,
         callback_after_eval=(history := EvaluationHistory()),
         verbose=0,

@@ -48,7 +48,8 @@ class Parameter:
     """One dimension: ``choices`` (categorical) or ``low``/``high`` (``log``; ``integer``).
 
     ``when`` makes it conditional: a predicate of the values sampled before it (fixed ones
-    included), e.g. ``lambda v: v.get("policy_loss") == "dual_clip"``.
+    included), e.g. ``ValueIn("policy_loss", ("dual_clip",))`` (any callable works in one process;
+    worker processes need one that pickles).
     """
 
     choices: tuple[Any, ...] | None = None
@@ -83,8 +84,19 @@ POLICY_LOSSES = ("clipped", "dual_clip", "clip_higher", "rollback", "tr_rollback
 CLIPPED = ("clipped", "dual_clip", "clip_higher")
 
 
-def _policy_loss_is(*kinds: str) -> Callable[[Mapping[str, Any]], bool]:
-    return lambda values: values.get("policy_loss") in kinds
+@dataclass(frozen=True)
+class ValueIn:
+    """The condition ``values[name] in accepted``; plain data, so a space pickles to worker processes."""
+
+    name: str
+    accepted: tuple[Any, ...]
+
+    def __call__(self, values: Mapping[str, Any]) -> bool:
+        return values.get(self.name) in self.accepted
+
+
+def _policy_loss_is(*kinds: str) -> ValueIn:
+    return ValueIn("policy_loss", kinds)
 
 
 def _uses_kl_penalty(values: Mapping[str, Any]) -> bool:
@@ -115,7 +127,7 @@ DEFAULT_PARAMETERS: dict[str, Parameter] = {
     "kl_target": Parameter(low=0.003, high=0.05, log=True, when=_uses_kl_penalty),
     "value_clip": Parameter(choices=("none", "prediction", "pessimistic")),
     "value_clip_range": Parameter(
-        choices=(0.1, 0.2, 0.5, 1.0), when=lambda values: values.get("value_clip") in ("prediction", "pessimistic")
+        choices=(0.1, 0.2, 0.5, 1.0), when=ValueIn("value_clip", ("prediction", "pessimistic"))
     ),
     "value_error": Parameter(choices=("squared", "huber")),
     "vf_coef": Parameter(low=0.2, high=1.0),
@@ -156,6 +168,10 @@ class SearchSpace:
         if name in self.fixed:
             return (self.fixed[name],)
         return self.parameters[name].values()
+
+    def arguments(self, trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+        """``PPOVariant`` keyword arguments for one trial (what an objective trains)."""
+        return ppo_variant_arguments(self.sample(trial), n_envs)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """The values of one trial: fixed ones, then each parameter whose condition holds."""

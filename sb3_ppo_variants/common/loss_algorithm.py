@@ -21,6 +21,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 
+from sb3_ppo_variants.common.config import load_config
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
 from sb3_ppo_variants.common.validation import check_choice, check_int, check_number, value_at
 from sb3_ppo_variants.losses.base import (
@@ -117,6 +118,16 @@ class LossComponentsMixin:
     vf_learning_rate: float | Schedule | None = None
 
     # --- configuration ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, path: str | pathlib.Path, env: Any, **overrides: Any) -> Any:
+        """A new model from a configuration file (``python -m tuning report`` writes one).
+
+        ``overrides`` replace the file's keyword arguments (``seed``, ``device``, ``verbose``).
+        See :mod:`sb3_ppo_variants.common.config` for the format.
+        """
+        policy, arguments = load_config(path)
+        return cls(policy, env, **{**arguments, **overrides})
 
     def _configure_loss(self, loss: Iterable[LossSpec] | None, **ppo_arguments: Any) -> None:
         """Build ``self.loss``; with an explicit ``loss``, reject PPO arguments it contradicts."""

@@ -1,0 +1,113 @@
+"""Hyperparameters as plain data: what a YAML file holds and ``from_config`` loads.
+
+A configuration file is the RL Baselines3 Zoo's idea with plain values instead of Python
+strings to ``eval``::
+
+    policy: MlpPolicy
+    hyperparameters:
+      n_steps: 256
+      batch_size: 512
+      policy_kwargs: {net_arch: {pi: [64, 64], vf: [64, 64]}, activation_fn: torch.nn.Tanh}
+      loss:
+        - {name: clipped_surrogate, clip_range: 0.2}
+        - {name: value_loss, coef: 0.5}
+
+Other top-level keys (the environment, the budget, a seed, where the file came from) are kept
+for the reader and for ``python -m tuning retrain``; ``from_config`` ignores them. Loss entries
+are component configs (:meth:`LossComponent.config`), which the algorithms accept as they are.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.losses.base import LossComponent
+
+_CLASS_KEYS = ("activation_fn", "features_extractor_class", "optimizer_class")
+
+
+def to_plain(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments -> YAML-safe data: components become configs, classes dotted names.
+
+    Raises ``TypeError`` naming the argument for values with no plain form (a Python schedule).
+    """
+    plain: dict[str, Any] = {}
+    for key, value in hyperparameters.items():
+        if key == "loss" and value is not None:
+            value = [c.config() if isinstance(c, LossComponent) else c for c in value]
+        elif key == "policy_kwargs" and value:
+            value = {k: _class_name(v) if k in _CLASS_KEYS else v for k, v in value.items()}
+        _check_plain(key, value)
+        plain[key] = value
+    return plain
+
+
+def from_plain(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`to_plain`: dotted class names in ``policy_kwargs`` are imported."""
+    arguments = dict(hyperparameters)
+    if arguments.get("policy_kwargs"):
+        arguments["policy_kwargs"] = {
+            k: _import_class(k, v) if k in _CLASS_KEYS and isinstance(v, str) else v
+            for k, v in arguments["policy_kwargs"].items()
+        }
+    return arguments
+
+
+def load_config(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(policy, keyword arguments)`` from a configuration file (see the module docstring)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise HyperparameterError(f"configuration file {path}: {error}") from error
+    if not isinstance(document, Mapping) or not isinstance(document.get("hyperparameters"), Mapping):
+        raise HyperparameterError(
+            f"configuration file {path} is invalid: accepted files have a 'hyperparameters' mapping "
+            "(and optionally 'policy')."
+        )
+    return str(document.get("policy", "MlpPolicy")), from_plain(document["hyperparameters"])
+
+
+def save_config(path: str | Path, policy: str, hyperparameters: Mapping[str, Any], **extra: Any) -> Path:
+    """Write a configuration file; ``extra`` top-level keys (env_id, n_timesteps, ...) come first."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {**extra, "policy": policy, "hyperparameters": to_plain(hyperparameters)}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _class_name(value: Any) -> Any:
+    return f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else value
+
+
+def _import_class(key: str, name: str) -> type:
+    module, _, attribute = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise HyperparameterError(
+            f"policy_kwargs {key}={name!r} is invalid: accepted values are importable dotted class names "
+            "such as torch.nn.ReLU."
+        ) from error
+
+
+def _check_plain(key: str, value: Any) -> None:
+    if value is None or isinstance(value, bool | int | float | str):
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_plain(key, item)
+        return
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _check_plain(key, item)
+        return
+    raise TypeError(f"hyperparameter {key} holds {value!r}, which has no plain (YAML) form")

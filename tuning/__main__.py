@@ -1,0 +1,165 @@
+"""``python -m tuning``: run a study, then ``report`` and ``retrain`` it.
+
+python -m tuning --env CartPole-v1 --n-trials 40 --n-timesteps 50000 --n-jobs 2
+python -m tuning --env CartPole-v1 --storage postgresql://user:pw@host/db --study-name cp
+python -m tuning report  --study-name CartPole-v1
+python -m tuning retrain --study-name CartPole-v1 --seeds 5
+python -m tuning retrain --study-name CartPole-v1 --trial 7 --reproduce
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from sb3_ppo_variants import HyperparameterError
+from tuning.objective import TuningError
+from tuning.space import SearchSpaceError, load_space
+from tuning.study import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS, open_storage, open_study
+
+COMMANDS = ("run", "report", "retrain")
+
+
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study-name", help="default: the environment id")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="run or resume a study (the default command)")
+    run.add_argument("--env", required=True, help="a Gymnasium environment id")
+    run.add_argument("--n-trials", type=int, default=40, help="trials the study should reach (default 40)")
+    run.add_argument("--n-timesteps", type=int, default=50_000, help="training steps per run (default 50000)")
+    run.add_argument("--n-jobs", type=int, default=1, help="worker processes, one torch thread each (default 1)")
+    _study_arguments(run)
+    run.add_argument("--space", help="a YAML file that fixes, restricts or widens the search space")
+    run.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    run.add_argument("--pruner", choices=PRUNERS, default="median")
+    run.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial (default 0)")
+    run.add_argument("--n-startup-trials", type=int, default=10, help="random trials before the sampler models")
+    run.add_argument("--pruner-startup-trials", type=int, default=5, help="trials before the median pruner prunes")
+    run.add_argument("--n-envs", type=int, help="training environments (default: the Zoo's, else 1)")
+    run.add_argument("--n-evaluations", type=int, default=10, help="evaluations (pruner reports) per run")
+    run.add_argument("--n-eval-episodes", type=int, default=5, help="episodes per evaluation")
+    run.add_argument("--n-last-evaluations", type=int, default=3, help="a run scores the mean of its last N")
+    run.add_argument("--n-train-seeds", type=int, default=1, help="training runs per trial, value averaged")
+    run.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    run.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL, help="seconds (default 60)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+
+    report = commands.add_parser("report", help="best configuration (YAML), trials (CSV), plots, summary")
+    _study_arguments(report)
+    report.add_argument("--out", type=Path, help="folder (default tuning-results/<study name>)")
+
+    retrain = commands.add_parser("retrain", help="the best configuration over seeds, beside SB3's PPO")
+    _study_arguments(retrain)
+    retrain.add_argument("--config", type=Path, help="a best.yaml from report instead of a study")
+    retrain.add_argument("--trial", type=int, help="this trial instead of the best one")
+    retrain.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    retrain.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    retrain.add_argument("--no-baseline", action="store_true", help="skip SB3's PPO")
+    retrain.add_argument("--reproduce", action="store_true", help="replay --trial with its recorded seed")
+    retrain.add_argument("--out", type=Path, help="folder (default tuning-results/<study name>)")
+    return parser
+
+
+def _open(args: argparse.Namespace) -> optuna.Study:
+    if args.study_name is None:
+        raise TuningError("--study-name is required (python -m tuning run uses the environment id by default)")
+    return open_study(open_storage(args.storage, heartbeat_interval=None), args.study_name)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from tuning.study import run_study
+
+    space = load_space(args.space)
+    start = time.perf_counter()
+    study = run_study(
+        args.env,
+        args.n_trials,
+        args.n_timesteps,
+        storage=args.storage,
+        study_name=args.study_name,
+        space=space,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        n_jobs=args.n_jobs,
+        seed=args.seed,
+        n_startup_trials=args.n_startup_trials,
+        pruner_startup_trials=args.pruner_startup_trials,
+        timeout=args.timeout,
+        heartbeat_interval=args.heartbeat_interval,
+        progress=not args.quiet,
+        n_envs=args.n_envs,
+        n_evaluations=args.n_evaluations,
+        n_eval_episodes=args.n_eval_episodes,
+        n_last_evaluations=args.n_last_evaluations,
+        n_train_seeds=args.n_train_seeds,
+    )
+    from tuning.report import summary
+
+    print(summary(study))
+    print(f"this command: {time.perf_counter() - start:.0f} s. Next: python -m tuning report --storage {args.storage} "
+          f"--study-name {study.study_name}")  # fmt: skip
+
+
+def _report(args: argparse.Namespace) -> None:
+    from tuning.report import summary, write_report
+
+    study = _open(args)
+    files = write_report(study, args.out or Path("tuning-results") / study.study_name)
+    print(summary(study))
+    print("wrote " + ", ".join(str(path) for path in files.values()))
+
+
+def _retrain(args: argparse.Namespace) -> None:
+    from tuning.retrain import compare, comparison_table, load_target, plot_comparison, reproduce
+
+    study = None if args.config is not None and args.study_name is None else _open(args)
+    if args.reproduce:
+        if study is None or args.trial is None:
+            raise TuningError("--reproduce replays one trial: give --study-name and --trial")
+        recorded, replayed = reproduce(study, args.trial)
+        print("| step | recorded | replayed |\n|---|---|---|")
+        for step in sorted(set(recorded) | set(replayed)):
+            print(f"| {step} | {recorded.get(step, float('nan')):.2f} | {replayed.get(step, float('nan')):.2f} |")
+        same = recorded == replayed
+        print("replayed exactly" if same else "the replay differs from the trial")
+        if not same:
+            sys.exit(1)
+        return
+    task, arguments, source = load_target(study, args.trial, args.config)
+    print(f"retraining {source} on {args.seeds} seeds" + ("" if args.no_baseline else ", beside SB3's PPO"))
+    results = compare(task, arguments, args.seeds, args.n_jobs, include_baseline=not args.no_baseline)
+    out = args.out or Path("tuning-results") / (study.study_name if study else Path(args.config).stem)
+    table = comparison_table(task, results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "retrain.md").write_text(f"Retrained {source}.\n\n{table}\n")
+    plot = plot_comparison(task, results, out / "retrain.png")
+    print(table)
+    print(f"wrote {out / 'retrain.md'}, {plot}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv.insert(0, "run")
+    args = _parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        {"run": _run, "report": _report, "retrain": _retrain}[args.command](args)
+    except (TuningError, SearchSpaceError, HyperparameterError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

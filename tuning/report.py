@@ -1,0 +1,127 @@
+"""``python -m tuning report``: what a study found, as files and a summary table.
+
+Writes into ``out``:
+
+- ``best.yaml``: the best trial's configuration; ``PPOVariant.from_config("best.yaml", env)``
+  and ``python -m tuning retrain --config best.yaml`` load it as it is;
+- ``trials.csv``: every trial (number, state, value, duration, parameters, seed, reasons);
+- ``optimization_history``, ``param_importances``, ``parallel_coordinate`` and
+  ``intermediate_values``, each as ``.png`` (matplotlib) and ``.html`` (plotly, interactive).
+
+Parameter importances use PED-ANOVA (Watanabe et al. 2023, arXiv:2304.10255), which needs no
+scikit-learn and copes with the conditional loss parameters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sb3_ppo_variants.common.config import save_config
+from tuning.objective import TuningError
+from tuning.study import task_of
+
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise TuningError(f"study {study.study_name!r} has no completed trial yet")
+    return max(complete, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
+
+
+def save_trial_config(study: optuna.Study, trial: FrozenTrial, path: str | Path) -> Path:
+    """The trial's configuration file, with what it came from (task, seed, value) on top."""
+    if "hyperparameters" not in trial.user_attrs:
+        raise TuningError(
+            f"trial {trial.number} recorded no plain hyperparameters "
+            f"({trial.user_attrs.get('hyperparameters_error', 'it ran before they were recorded')})"
+        )
+    task = task_of(study)
+    return save_config(
+        path,
+        task.policy,
+        trial.user_attrs["hyperparameters"],
+        study=study.study_name,
+        trial=trial.number,
+        value=trial.value,
+        seed=trial.user_attrs.get("seed"),
+        task=task.as_dict(),
+        params=trial.params,
+    )
+
+
+def summary(study: optuna.Study, top: int = 5) -> str:
+    """Counts, wall time, and the best trials as a Markdown table."""
+    trials = study.get_trials(deepcopy=False)
+    by_state = {state: sum(t.state == state for t in trials) for state in TrialState}
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    lines = [
+        f"study {study.study_name!r} on {task_of(study).env_id}: {len(trials)} trials, "
+        f"{by_state[TrialState.COMPLETE]} complete, {by_state[TrialState.PRUNED]} pruned, "
+        f"{by_state[TrialState.FAIL]} failed, {by_state[TrialState.RUNNING]} running; "
+        f"wall time {wall / 60:.1f} min",
+    ]
+    complete = sorted(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value, reverse=True
+    )
+    if complete:
+        lines += ["", "| trial | value | seconds | policy_loss | parameters |", "|---|---|---|---|---|"]
+        for t in complete[:top]:
+            seconds = t.duration.total_seconds() if t.duration else float("nan")
+            params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items() if k != "policy_loss")
+            loss = t.params.get("policy_loss", "")
+            lines.append(f"| {t.number} | {t.value:.2f} | {seconds:.0f} | {loss} | {params} |")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def write_report(study: optuna.Study, out: str | Path) -> dict[str, Path]:
+    """Write the files listed in the module docstring; return them by name."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"best": save_trial_config(study, best_trial(study), out / "best.yaml")}
+    frame = study.trials_dataframe()
+    frame.to_csv(out / "trials.csv", index=False)
+    files["trials"] = out / "trials.csv"
+    (out / "summary.md").write_text(summary(study) + "\n")
+    files["summary"] = out / "summary.md"
+    for name in PLOTS:
+        try:
+            files.update(_plot(study, name, out))
+        except (ValueError, RuntimeError, ImportError) as error:  # e.g. importances of one trial
+            warnings.warn(f"{name} not plotted: {error}", stacklevel=2)
+    return files
+
+
+def _plot(study: optuna.Study, name: str, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization as plotly_plots
+    import optuna.visualization.matplotlib as matplotlib_plots
+
+    kwargs: dict[str, Any] = {}
+    if name == "param_importances":
+        kwargs["evaluator"] = optuna.importance.PedAnovaImportanceEvaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = getattr(matplotlib_plots, f"plot_{name}")(study, **kwargs)
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure.set_size_inches(9, 5.5)
+        figure.tight_layout()
+        figure.savefig(out / f"{name}.png", dpi=100)
+        plt.close(figure)
+        getattr(plotly_plots, f"plot_{name}")(study, **kwargs).write_html(out / f"{name}.html", include_plotlyjs="cdn")
+    return {f"{name}.png": out / f"{name}.png", f"{name}.html": out / f"{name}.html"}

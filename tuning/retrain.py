@@ -1,0 +1,171 @@
+"""``python -m tuning retrain``: is the tuned configuration really better, and does a trial replay?
+
+- :func:`compare` trains a configuration (a study's best trial, or a ``best.yaml``) on fresh
+  seeds ``0 .. n-1`` and, on the same seeds and budget, SB3's ``PPO`` with the RL Baselines3
+  Zoo's tuned hyperparameters (SB3's defaults where the Zoo has none), each evaluated exactly as
+  the study's trials were; it returns every learning curve, and :func:`comparison_table` and
+  :func:`plot_comparison` show them.
+- :func:`reproduce` replays one trial with its recorded seed and returns its recorded and
+  replayed evaluations, which are equal: the trial ran :func:`~tuning.objective.train_and_evaluate`
+  with the same arguments on one torch thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from sb3_ppo_variants.common.config import from_plain, load_config
+from tuning.objective import Task, TuningError, train_and_evaluate
+from tuning.report import best_trial
+from tuning.study import task_of
+from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
+
+TUNED = "tuned"
+
+
+def trial_arguments(trial: FrozenTrial) -> dict[str, Any]:
+    if "hyperparameters" not in trial.user_attrs:
+        raise TuningError(f"trial {trial.number} recorded no plain hyperparameters: it cannot be retrained")
+    return from_plain(trial.user_attrs["hyperparameters"])
+
+
+def reproduce(study: optuna.Study, number: int) -> tuple[dict[int, float], dict[int, float]]:
+    """``(recorded, replayed)`` evaluations ``{step: mean return}`` of trial ``number``."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials:
+        raise TuningError(f"study {study.study_name!r} has no trial {number}")
+    trial, task = trials[0], task_of(study)
+    arguments, seed = trial_arguments(trial), int(trial.user_attrs["seed"])
+    recorded, replayed = dict(trial.intermediate_values), {}
+    for k in range(task.n_train_seeds):
+        offset = k * task.n_timesteps
+        last = max((s for s in recorded if offset < s <= offset + task.n_timesteps), default=None)
+        if last is None:
+            break  # the trial was pruned before this seed
+
+        def until_last(timesteps: int, _: float, offset: int = offset, last: int = last) -> bool:
+            return offset + timesteps < last  # stop where the trial stopped (pruned)
+
+        for step, value in train_and_evaluate(task, arguments, seed + k, on_evaluation=until_last):
+            replayed[offset + step] = value
+    return recorded, replayed
+
+
+def _run(task: Task, label: str, arguments: dict[str, Any], seed: int, sb3: bool) -> tuple[str, int, list]:
+    import torch as th
+    from stable_baselines3 import PPO
+
+    from sb3_ppo_variants import PPOVariant
+
+    th.set_num_threads(1)
+    algorithm = PPO if sb3 else PPOVariant
+    return label, seed, train_and_evaluate(task, arguments, seed, algorithm=algorithm)
+
+
+def baseline(task: Task) -> tuple[str, Task, dict[str, Any]]:
+    """SB3's PPO as the Zoo trains it on this environment (its own n_envs and normalisation)."""
+    zoo = ZOO_PPO.get(task.env_id)
+    if zoo is None:
+        return "sb3-ppo (defaults)", task, {}
+    zoo_task = dataclasses.replace(task, n_envs=zoo.n_envs, normalize=zoo.normalize)
+    return "sb3-ppo (zoo)", zoo_task, zoo_ppo_arguments(task.env_id)
+
+
+def compare(
+    task: Task,
+    arguments: dict[str, Any],
+    seeds: int = 5,
+    n_jobs: int = 1,
+    include_baseline: bool = True,
+) -> dict[str, dict[int, list[tuple[int, float]]]]:
+    """``{label: {seed: [(timesteps, mean return)]}}`` for the tuned configuration and SB3's PPO."""
+    runs: list[tuple[Task, str, dict[str, Any], int, bool]] = [(task, TUNED, arguments, s, False) for s in range(seeds)]
+    if include_baseline:
+        label, baseline_task, baseline_arguments = baseline(task)
+        runs += [(baseline_task, label, baseline_arguments, s, True) for s in range(seeds)]
+    results: dict[str, dict[int, list]] = {}
+    if n_jobs == 1:
+        outcomes = [_run(*run) for run in runs]
+    else:
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_run, *zip(*runs, strict=True)))
+    for label, seed, evaluations in outcomes:
+        results.setdefault(label, {})[seed] = evaluations
+    return results
+
+
+def load_target(
+    study: optuna.Study | None, trial_number: int | None, config: str | Path | None
+) -> tuple[Task, dict[str, Any], str]:
+    """What to retrain: a study's trial (the best by default), or a configuration file."""
+    if config is not None:
+        import yaml
+
+        policy, arguments = load_config(config)
+        document = yaml.safe_load(Path(config).read_text())
+        if "task" not in document:
+            raise TuningError(f"configuration file {config} has no 'task' (write it with python -m tuning report)")
+        task = Task.from_dict({**document["task"], "policy": policy})
+        return task, arguments, f"{config}"
+    if study is None:
+        raise TuningError("retrain needs a study (--storage and --study-name) or --config")
+    if trial_number is None:
+        trial = best_trial(study)
+    else:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not matches:
+            raise TuningError(f"study {study.study_name!r} has no trial {trial_number}")
+        trial = matches[0]
+    return task_of(study), trial_arguments(trial), f"trial {trial.number} of {study.study_name!r}"
+
+
+def comparison_table(task: Task, results: dict[str, dict[int, list[tuple[int, float]]]]) -> str:
+    """Final score (mean of the last evaluations, as the study scores) per configuration, Markdown."""
+    lines = [
+        f"{task.env_id}, {task.n_timesteps} steps, score = mean of the last {task.n_last_evaluations} evaluations "
+        f"({task.n_eval_episodes} episodes each)",
+        "",
+        "| configuration | mean ± sd over seeds | min | max | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for label, runs in results.items():
+        scores = np.array([task.score(e) for e in runs.values()])
+        lines.append(
+            f"| {label} | {scores.mean():.1f} ± {scores.std(ddof=1) if len(scores) > 1 else 0.0:.1f} "
+            f"| {scores.min():.1f} | {scores.max():.1f} | {len(scores)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_comparison(task: Task, results: dict[str, dict[int, list[tuple[int, float]]]], path: str | Path) -> Path:
+    """Learning curves: mean over seeds and the min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for label, runs in results.items():
+        length = min(len(e) for e in runs.values())
+        steps = np.array([t for t, _ in next(iter(runs.values()))[:length]])
+        returns = np.array([[r for _, r in e[:length]] for e in runs.values()])
+        (line,) = axis.plot(steps, returns.mean(axis=0), label=f"{label} ({len(runs)} seeds)")
+        axis.fill_between(steps, returns.min(axis=0), returns.max(axis=0), color=line.get_color(), alpha=0.15)
+    axis.set_title(f"{task.env_id}: mean and min-max over seeds")
+    axis.set_xlabel("environment steps")
+    axis.set_ylabel("evaluation return")
+    axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
