@@ -1,5 +1,29 @@
-"""Optuna studies of PPOVariant's hyperparameters and loss components (work in progress: the search space)."""
+"""Optuna studies of PPOVariant's hyperparameters and loss components.
 
+``python -m tuning`` (see ``tuning/__main__.py``) or, from Python, :func:`run_study`, or
+``study.optimize(Objective(Task.for_env(...)))`` on a study of your own.
+"""
+
+from tuning.objective import Objective, Task, TuningError, train_and_evaluate, trial_seed
 from tuning.space import DEFAULT_PARAMETERS, Parameter, SearchSpace, SearchSpaceError, load_space, ppo_variant_arguments
+from tuning.study import DEFAULT_STORAGE, PRUNERS, SAMPLERS, open_storage, open_study, run_study
 
-__all__ = ["DEFAULT_PARAMETERS", "Parameter", "SearchSpace", "SearchSpaceError", "load_space", "ppo_variant_arguments"]
+__all__ = [
+    "DEFAULT_PARAMETERS",
+    "DEFAULT_STORAGE",
+    "PRUNERS",
+    "SAMPLERS",
+    "Objective",
+    "Parameter",
+    "SearchSpace",
+    "SearchSpaceError",
+    "Task",
+    "TuningError",
+    "load_space",
+    "open_storage",
+    "open_study",
+    "ppo_variant_arguments",
+    "run_study",
+    "train_and_evaluate",
+    "trial_seed",
+]

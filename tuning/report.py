@@ -117,6 +117,7 @@ def _plot(study: optuna.Study, name: str, out: Path) -> dict[str, Path]:
         kwargs["evaluator"] = optuna.importance.PedAnovaImportanceEvaluator()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Some regimes")  # PED-ANOVA on few trials: said in the docs
         axes = getattr(matplotlib_plots, f"plot_{name}")(study, **kwargs)
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.set_size_inches(9, 5.5)

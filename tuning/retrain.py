@@ -45,13 +45,14 @@ def reproduce(study: optuna.Study, number: int) -> tuple[dict[int, float], dict[
     trial, task = trials[0], task_of(study)
     arguments, seed = trial_arguments(trial), int(trial.user_attrs["seed"])
     recorded, replayed = dict(trial.intermediate_values), {}
+    steps = sorted(recorded)
     for k in range(task.n_train_seeds):
-        offset = k * task.n_timesteps
-        last = max((s for s in recorded if offset < s <= offset + task.n_timesteps), default=None)
-        if last is None:
+        own = steps[k * task.n_evaluations : (k + 1) * task.n_evaluations]  # seed k reported these
+        if not own:
             break  # the trial was pruned before this seed
+        offset = k * task.n_timesteps
 
-        def until_last(timesteps: int, _: float, offset: int = offset, last: int = last) -> bool:
+        def until_last(timesteps: int, _: float, offset: int = offset, last: int = own[-1]) -> bool:
             return offset + timesteps < last  # stop where the trial stopped (pruned)
 
         for step, value in train_and_evaluate(task, arguments, seed + k, on_evaluation=until_last):

@@ -105,7 +105,15 @@ def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) 
                     "grace_period": 2 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": _RETRY(max_retry=2),
                 }
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            for attempt in range(3):
+                try:
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                except sqlalchemy.exc.IntegrityError:
+                    # Workers starting together on a new database race to create its tables;
+                    # the loser finds them there on the next try.
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5)
     except ImportError as error:
         raise TuningError(
             f"storage {shown}: no database driver for {parsed.drivername} (for PostgreSQL: pip install psycopg2-binary)"
@@ -145,10 +153,15 @@ def open_study(
         if task is None:
             names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
             raise TuningError(f"no study named {study_name!r} in this storage: studies there are {names}")
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", sampler=sampler)
-        study.set_user_attr("task", task.as_dict())
-        study.pruner = pruner or optuna.pruners.NopPruner()
-        return study
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=study_name, direction="maximize", sampler=sampler, pruner=pruner
+            )
+            study.set_user_attr("task", task.as_dict())
+            return study
+        except optuna.exceptions.DuplicatedStudyError:
+            time.sleep(0.5)  # another worker created it just now: load it below (and let it set the task)
+        study_id = storage.get_study_id_from_name(study_name)
     directions = storage.get_study_directions(study_id)
     if directions != [optuna.study.StudyDirection.MAXIMIZE]:
         raise TuningError(

@@ -85,7 +85,13 @@ def save_config(path: str | Path, policy: str, hyperparameters: Mapping[str, Any
 
 
 def _class_name(value: Any) -> Any:
-    return f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else value
+    if not isinstance(value, type):
+        return value
+    import torch as th
+
+    if value.__module__.startswith("torch.nn.") and getattr(th.nn, value.__qualname__, None) is value:
+        return f"torch.nn.{value.__qualname__}"  # the name users write
+    return f"{value.__module__}.{value.__qualname__}"
 
 
 def _import_class(key: str, name: str) -> type:

@@ -1,0 +1,284 @@
+"""Tuning studies: the objective, pruning, divergence, resume, parallel workers, retrain and report.
+
+Budgets are tiny (a few thousand CartPole steps per trial): these tests check what a study
+records and survives, not what it finds.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_ppo_variants import PPOVariant
+from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, LossComponent, LossTerm, ValueLoss
+from tuning import Task, TuningError, run_study
+from tuning.__main__ import main
+from tuning.report import write_report
+from tuning.retrain import compare, comparison_table, plot_comparison, reproduce
+from tuning.space import load_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY = {"n_evaluations": 3, "n_eval_episodes": 2, "n_eval_envs": 2, "n_last_evaluations": 2}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def tiny_study(storage: str, n_trials: int = 4, **kwargs) -> optuna.Study:
+    settings = {"n_timesteps": 1_500, "pruner_startup_trials": 1, "progress": False, **TINY, **kwargs}
+    return run_study("CartPole-v1", n_trials, storage=storage, **settings)
+
+
+def test_a_trial_is_seeded_evaluated_often_and_scored_on_its_last_evaluations(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=3, pruner="none")
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    assert len({t.user_attrs["seed"] for t in trials}) == 3
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        assert len(steps) == 3 and steps[0] >= 500 and steps[-1] >= 1_500  # one report per evaluation
+        last_two = [trial.intermediate_values[s] for s in steps[-2:]]
+        assert trial.value == pytest.approx(sum(last_two) / 2)
+        assert trial.user_attrs["hyperparameters"]["loss"][0]["name"]  # the exact configuration, as plain data
+
+
+def test_several_training_seeds_average_their_scores(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=1, pruner="none", n_train_seeds=2)
+    (trial,) = study.trials
+    assert len(trial.intermediate_values) == 6  # the second seed reports after the first
+    assert trial.value == pytest.approx(sum(trial.user_attrs["seed_scores"]) / 2)
+
+
+def test_the_median_pruner_stops_bad_trials_early(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=8, n_startup_trials=2)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "no trial was pruned"
+    for trial in pruned:
+        assert trial.user_attrs["pruned_reason"].startswith("pruned at step")
+        assert len(trial.intermediate_values) < 3
+
+
+@dataclass
+class NaNLoss(LossComponent):
+    """Makes the first update's loss NaN, as a diverging configuration would."""
+
+    name = "test_nan_loss"
+
+    def __call__(self, batch):
+        return LossTerm(batch.mean(batch.values) * float("nan"))
+
+
+@dataclass
+class BrokenLoss(LossComponent):
+    name = "test_broken_loss"
+
+    def __call__(self, batch):
+        raise RuntimeError("a component bug")
+
+
+def every_other_trial_breaks(trial: optuna.Trial, n_envs: int) -> dict:
+    extra = {0: [NaNLoss()], 1: [BrokenLoss()]}.get(trial.number, [])
+    lr = trial.suggest_float("learning_rate", 1e-4, 1e-3, log=True)
+    return {"n_steps": 64, "learning_rate": lr, "loss": [ClippedSurrogate(), ValueLoss(), EntropyBonus(), *extra]}
+
+
+def test_a_diverging_or_crashing_trial_does_not_stop_the_study(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=3, space=every_other_trial_breaks, pruner="none")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["pruned_reason"].startswith("diverged: ")
+    assert study.trials[1].user_attrs["fail_reason"] == "RuntimeError: a component bug"
+
+
+def test_running_the_same_study_again_resumes_it(tmp_path):
+    storage = sqlite(tmp_path)
+    tiny_study(storage, n_trials=2, pruner="none")
+    study = tiny_study(storage, n_trials=3, pruner="none")
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    with pytest.raises(TuningError, match="n_timesteps=1500 there, 3000 here"):
+        tiny_study(storage, n_trials=4, n_timesteps=3_000)
+
+
+def test_bad_input_is_refused_before_any_training(tmp_path, capsys):
+    storage = sqlite(tmp_path)
+    with pytest.raises(TuningError, match="unknown environment 'CartPole-v9'"):
+        run_study("CartPole-v9", 1, storage=storage)
+    with pytest.raises(TuningError, match=r"cannot open storage postgresql://user:\*\*\*@127.0.0.1:9/db"):
+        run_study("CartPole-v1", 1, storage="postgresql://user:secret@127.0.0.1:9/db")
+    optuna.create_study(storage=storage, study_name="minimising", direction="minimize")
+    with pytest.raises(TuningError, match="direction"):
+        run_study("CartPole-v1", 1, storage=storage, study_name="minimising")
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  learning_rat: {low: 1.0e-4, high: 1.0e-3}\n")
+    assert main(["--env", "CartPole-v1", "--storage", storage, "--space", str(space)]) == 2
+    assert "unknown parameter 'learning_rat'" in capsys.readouterr().err
+    assert len(optuna.get_all_study_summaries(storage)) == 1  # nothing but the minimising study was created
+
+
+def test_two_worker_processes_share_a_sqlite_study(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=8, n_jobs=2, pruner="none", n_timesteps=3_000)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert 8 <= len(trials) <= 9  # a worker may start one trial while the other finishes the last
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+
+
+def test_a_killed_workers_trial_fails_and_is_retried(tmp_path):
+    storage = sqlite(tmp_path)
+    space = tmp_path / "space.yaml"  # a trial of a few seconds, whatever is sampled
+    space.write_text("fixed: {n_steps: 64, n_minibatches: 4, n_epochs: 10, net_arch: small}\n")
+    settings = {"n_timesteps": 8_000, "n_evaluations": 4, "n_eval_episodes": 1, "n_last_evaluations": 1}
+    command = [sys.executable, "-m", "tuning", "--env", "CartPole-v1", "--storage", storage, "--n-trials", "1",
+               "--space", str(space), "--heartbeat-interval", "1", "--pruner", "none", "--quiet"]  # fmt: skip
+    command += [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    worker = subprocess.Popen(command, cwd=ROOT)
+    try:
+        _wait_for_first_report(storage)
+    finally:
+        worker.send_signal(signal.SIGKILL)  # mid-trial: no chance to mark it
+        worker.wait()
+    time.sleep(2.5)  # past the grace period (2 heartbeats)
+    study = run_study("CartPole-v1", 1, storage=storage, space=load_space(space), heartbeat_interval=1,
+                      pruner="none", progress=False, **settings)  # fmt: skip
+    lost, retry = study.trials
+    assert lost.state == TrialState.FAIL and "fail_reason" not in lost.user_attrs
+    assert retry.system_attrs["failed_trial"] == lost.number and retry.state == TrialState.COMPLETE
+    assert retry.params == lost.params and retry.user_attrs["seed"] == lost.user_attrs["seed"]
+
+
+def _wait_for_first_report(storage: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            running = optuna.load_study(study_name="CartPole-v1", storage=storage).get_trials(
+                states=(TrialState.RUNNING,)
+            )
+            if running and running[0].intermediate_values:
+                return
+        except KeyError:
+            pass  # not created yet
+        time.sleep(0.2)
+    raise AssertionError("the worker never reported an evaluation")
+
+
+def test_retrain_replays_a_trial_exactly_from_its_seed(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=6, n_startup_trials=2)
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):
+        trials = study.get_trials(states=(state,))
+        if trials:
+            recorded, replayed = reproduce(study, trials[0].number)
+            assert recorded and replayed == recorded
+
+
+def test_retrain_compares_the_configuration_with_sb3_ppo(tmp_path):
+    task = Task.for_env("CartPole-v1", 1_000, **TINY)
+    arguments = {"n_steps": 64, "loss": [ClippedSurrogate(dual_clip=3.0), ValueLoss(), EntropyBonus()]}
+    results = compare(task, arguments, seeds=2)
+    assert set(results) == {"tuned", "sb3-ppo (zoo)"} and all(len(runs) == 2 for runs in results.values())
+    assert "| sb3-ppo (zoo) |" in comparison_table(task, results)
+    assert plot_comparison(task, results, tmp_path / "retrain.png").stat().st_size > 0
+
+
+def test_report_writes_files_that_load_back(tmp_path):
+    study = tiny_study(sqlite(tmp_path), n_trials=4, pruner="none")
+    files = write_report(study, tmp_path / "report")
+    for name in ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values"):
+        assert files[f"{name}.png"].stat().st_size > 0 and files[f"{name}.html"].stat().st_size > 0
+    with files["trials"].open() as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    env = make_vec_env("CartPole-v1", n_envs=8)
+    model = PPOVariant.from_config(files["best"], env, seed=0)
+    best = study.best_trial.user_attrs["hyperparameters"]
+    assert model.n_steps == best["n_steps"] and model.batch_size == best["batch_size"]
+    loaded = [{k: v(1.0) if callable(v) else v for k, v in c.config().items()} for c in model.loss]
+    assert loaded == best["loss"]  # linked fields (clip ranges) are schedules inside a model
+    activation = best["policy_kwargs"]["activation_fn"]
+    assert activation in ("torch.nn.Tanh", "torch.nn.ReLU")
+    assert type(model.policy.mlp_extractor.policy_net[1]).__name__ == activation.rpartition(".")[2]
+    model.learn(model.n_steps * 8)
+
+
+def test_the_command_line_runs_reports_and_retrains(tmp_path, capsys):
+    storage, out = sqlite(tmp_path), tmp_path / "out"
+    settings = ["--n-timesteps", "1000", "--n-evaluations", "2", "--n-last-evaluations", "1", "--n-eval-episodes", "1"]
+    assert main(["--env", "CartPole-v1", "--storage", storage, "--n-trials", "2", "--quiet", *settings]) == 0
+    assert main(["report", "--storage", storage, "--study-name", "CartPole-v1", "--out", str(out)]) == 0
+    assert (out / "best.yaml").exists()
+    assert (
+        main(["retrain", "--config", str(out / "best.yaml"), "--seeds", "1", "--no-baseline", "--out", str(out)]) == 0
+    )
+    assert main(["retrain", "--storage", storage, "--study-name", "CartPole-v1", "--trial", "1", "--reproduce"]) == 0
+    assert "replayed exactly" in capsys.readouterr().out
+
+
+# --- a real PostgreSQL server, started here on 127.0.0.1 ------------------------------------
+
+
+def _postgres_binaries() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgresql_url():
+    """A throwaway server; as root it runs as the ``postgres`` user (the server refuses root)."""
+    binaries = _postgres_binaries()
+    if binaries is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs it from Debian's packages")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = folder / "data", folder / "log"
+    subprocess.run([*as_postgres, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -F"
+    subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_commands_share_a_postgresql_study(postgresql_url, tmp_path):
+    """What users do on many machines: the same command, twice, against one database."""
+    command = [sys.executable, "-m", "tuning", "--env", "CartPole-v1", "--storage", postgresql_url, "--study-name",
+               "shared", "--n-trials", "6", "--n-timesteps", "3000", "--pruner", "none", "--quiet",
+               "--n-evaluations", "3", "--n-eval-episodes", "2", "--n-last-evaluations", "2"]  # fmt: skip
+    workers = [subprocess.Popen([*command, "--seed", str(i)], cwd=ROOT) for i in range(2)]
+    assert [worker.wait(timeout=300) for worker in workers] == [0, 0]
+    study = optuna.load_study(study_name="shared", storage=postgresql_url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert 6 <= len(complete) <= 7
+    assert len({t.user_attrs["worker"] for t in complete}) == 2
+
+
+def test_worker_processes_share_a_postgresql_study(postgresql_url):
+    study = tiny_study(postgresql_url, n_trials=6, n_jobs=2, pruner="none", study_name="processes")
+    assert len({t.user_attrs["worker"] for t in study.get_trials(states=(TrialState.COMPLETE,))}) == 2
