@@ -43,23 +43,66 @@ CASES: dict[str, dict[str, Any]] = {
         "kwargs": {},
         "loss": ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}],
     },
+    # The Zoo's tuned hyperparameters: 256x256 ReLU networks, one environment, VecNormalize.
+    "halfcheetah-zoo": {"env": "HalfCheetah-v5", "n_envs": 1, "timesteps": 10_240, "zoo": True, "kwargs": {}},
+    # sb3-contrib's MaskablePPO against MaskablePPOVariant, its defaults, an env with invalid actions.
+    "masked-default": {
+        "env": "invalid-actions",
+        "n_envs": 8,
+        "timesteps": 16_384,
+        "algorithm": "maskable",
+        "kwargs": {},
+    },
+    # sb3-contrib's RecurrentPPO against RecurrentPPOVariant, an LSTM policy, its defaults.
+    "recurrent-default": {
+        "env": "CartPole-v1",
+        "n_envs": 8,
+        "timesteps": 4_096,
+        "algorithm": "recurrent",
+        "kwargs": {},
+    },
 }
+
+
+def make_model(algorithm: str, case: dict[str, Any]) -> Any:
+    """SB3's (or sb3-contrib's) algorithm for ``algorithm="sb3"``, ours otherwise, same arguments."""
+    from sb3_contrib import MaskablePPO, RecurrentPPO
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
+    from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
+
+    if case["env"] == "invalid-actions":
+        env = make_vec_env(
+            lambda: InvalidActionEnvDiscrete(dim=40, n_invalid_actions=10), n_envs=case["n_envs"], seed=0
+        )
+    else:
+        env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=0)
+    kwargs = dict(case["kwargs"])
+    if case.get("zoo"):
+        kwargs.update(zoo_ppo_arguments(case["env"]))
+        if ZOO_PPO[case["env"]].normalize:
+            env = VecNormalize(env, gamma=kwargs.get("gamma", 0.99))
+    kind = case.get("algorithm", "ppo")
+    sb3, ours, policy = {
+        "ppo": (PPO, PPOVariant, "MlpPolicy"),
+        "maskable": (MaskablePPO, MaskablePPOVariant, "MlpPolicy"),
+        "recurrent": (RecurrentPPO, RecurrentPPOVariant, "MlpLstmPolicy"),
+    }[kind]
+    if algorithm == "sb3":
+        return sb3(policy, env, seed=0, device="cpu", **kwargs)
+    return ours(policy, env, seed=0, device="cpu", loss=case.get("loss"), **kwargs)
 
 
 def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, float]:
     """One timed learn() in this process; train() is timed by wrapping the bound method."""
     import torch as th
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from sb3_ppo_variants import PPOVariant
 
     th.set_num_threads(1)
-    env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=0)
-    if algorithm == "sb3":
-        model = PPO("MlpPolicy", env, seed=0, device="cpu", **case["kwargs"])
-    else:
-        model = PPOVariant("MlpPolicy", env, seed=0, device="cpu", loss=case.get("loss"), **case["kwargs"])
+    model = make_model(algorithm, case)
     train_seconds = 0.0
     train = model.train
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import io
 import pathlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 
 from sb3_ppo_variants.common.config import load_config
@@ -241,6 +242,16 @@ class LossComponentsMixin:
 
     def train(self) -> None:
         """Update the policy on the rollout buffer: ``n_epochs`` passes of minibatch steps."""
+        # Distribution argument checks cost a few ops and a host read per minibatch; the
+        # rollout already checked these parameters and _check_finite guards every update.
+        validate = th.distributions.Distribution._validate_args
+        th.distributions.Distribution.set_default_validate_args(False)
+        try:
+            self._train()
+        finally:
+            th.distributions.Distribution.set_default_validate_args(validate)
+
+    def _train(self) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         self._bind_linked_hyperparameters()
@@ -252,7 +263,7 @@ class LossComponentsMixin:
         for epoch in range(self.n_epochs):
             self._prepare_advantages(epoch)
             approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
-            for index, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
+            for index, rollout_data in enumerate(self._minibatches()):
                 batch = self._evaluate_minibatch(rollout_data, old_policy)
                 terms = [component(batch) for component in self.loss]
                 loss = _total(terms)
@@ -276,6 +287,47 @@ class LossComponentsMixin:
                 break
         stats["approx_kl"] = [_mean(approx_kl)]
         self._record_train_stats(stats, loss)
+
+    def _minibatches(self) -> Iterator[Any]:
+        """``rollout_buffer.get(batch_size)``, bit for bit, with less work per minibatch.
+
+        SB3 copies six numpy slices into new tensors for every minibatch; for SB3's own
+        ``RolloutBuffer`` and ``DictRolloutBuffer`` this views the flattened arrays as tensors
+        once per epoch and gathers each minibatch with one index tensor. The permutation is
+        drawn exactly as ``get()`` draws it. Other buffers (masks, sequences) use their ``get()``.
+        """
+        buffer = self.rollout_buffer
+        if type(buffer) not in (RolloutBuffer, DictRolloutBuffer):
+            yield from buffer.get(self.batch_size)
+            return
+        size = buffer.buffer_size * buffer.n_envs
+        indices = th.from_numpy(np.random.permutation(size))
+        if not buffer.generator_ready:  # what get() does on its first call after a rollout
+            if isinstance(buffer, DictRolloutBuffer):
+                for key, observation in buffer.observations.items():
+                    buffer.observations[key] = buffer.swap_and_flatten(observation)
+            else:
+                buffer.observations = buffer.swap_and_flatten(buffer.observations)
+            for name in ("actions", "values", "log_probs", "advantages", "returns"):
+                buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
+            buffer.generator_ready = True
+        observations = buffer.observations
+        if isinstance(observations, dict):
+            observations = {key: th.as_tensor(value, device=self.device) for key, value in observations.items()}
+        else:
+            observations = th.as_tensor(observations, device=self.device)
+        actions = th.as_tensor(buffer.actions.astype(np.float32, copy=False), device=self.device)
+        flat = [th.as_tensor(a, device=self.device).flatten() for a in (buffer.values, buffer.log_probs)]
+        flat += [th.as_tensor(a, device=self.device).flatten() for a in (buffer.advantages, buffer.returns)]
+        samples = DictRolloutBufferSamples if isinstance(buffer, DictRolloutBuffer) else RolloutBufferSamples
+        batch_size = self.batch_size or size
+        for start in range(0, size, batch_size):
+            index = indices[start : start + batch_size].to(self.device)
+            if isinstance(observations, dict):
+                batch_observations: Any = {key: value[index] for key, value in observations.items()}
+            else:
+                batch_observations = observations[index]
+            yield samples(batch_observations, actions[index], *(tensor[index] for tensor in flat))  # type: ignore[arg-type]
 
     def _prepare_advantages(self, epoch: int) -> None:
         """Before an epoch: recompute the advantages and normalise them over the batch, if asked."""
