@@ -37,3 +37,14 @@ def test_default_loss_is_bit_identical_to_sb3(case):
         assert reference._n_updates < 3 * 4
     for key in ("train/policy_gradient_loss", "train/value_loss", "train/approx_kl", "train/clip_fraction"):
         assert ours.logger.name_to_value[key] == pytest.approx(reference.logger.name_to_value[key], rel=1e-5)
+
+
+def test_dict_observations_are_bit_identical_to_sb3():
+    """The minibatches are gathered from DictRolloutBuffer's arrays as SB3's get() would."""
+    from tests.conftest import DictEnv
+
+    def train(cls):
+        env = make_vec_env(DictEnv, n_envs=2, seed=0)
+        return cls("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=3, seed=0).learn(64 * 2 * 2)
+
+    assert parameters_equal(train(PPOVariant).policy, train(PPO).policy)

@@ -151,3 +151,23 @@ def test_recurrent_value_learning_rate_takes_the_critic_lstm():
     assert {id(p) for p in model.policy.lstm_critic.parameters()} <= value_ids
     assert not {id(p) for p in model.policy.lstm_actor.parameters()} & value_ids
     model.learn(64)
+
+
+def test_train_turns_distribution_checks_off_only_while_it_runs():
+    import torch as th
+
+    from sb3_ppo_variants import PPOVariant
+
+    seen = []
+    model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0)
+    evaluate = model.policy.evaluate_actions
+
+    def spy(*args):
+        seen.append(th.distributions.Distribution._validate_args)
+        return evaluate(*args)
+
+    model.policy.evaluate_actions = spy
+    before = th.distributions.Distribution._validate_args
+    model.learn(64)
+    assert seen and not any(seen)  # the rollout's parameters were checked when it sampled them
+    assert th.distributions.Distribution._validate_args == before
