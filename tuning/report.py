@@ -29,24 +29,36 @@ PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "in
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise TuningError(f"study {study.study_name!r} has no completed trial yet")
-    return max(complete, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
+    try:
+        return study.best_trial
+    except ValueError as error:  # Optuna's words for "no completed trial"
+        raise TuningError(f"study {study.study_name!r} has no completed trial yet") from error
 
 
-def save_trial_config(study: optuna.Study, trial: FrozenTrial, path: str | Path) -> Path:
-    """The trial's configuration file, with what it came from (task, seed, value) on top."""
+def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials:
+        raise TuningError(f"study {study.study_name!r} has no trial {number}")
+    return trials[0]
+
+
+def plain_hyperparameters(trial: FrozenTrial) -> dict[str, Any]:
+    """The ``PPOVariant`` arguments the trial trained, as the objective recorded them (plain data)."""
     if "hyperparameters" not in trial.user_attrs:
         raise TuningError(
             f"trial {trial.number} recorded no plain hyperparameters "
             f"({trial.user_attrs.get('hyperparameters_error', 'it ran before they were recorded')})"
         )
+    return trial.user_attrs["hyperparameters"]
+
+
+def save_trial_config(study: optuna.Study, trial: FrozenTrial, path: str | Path) -> Path:
+    """The trial's configuration file, with what it came from (task, seed, value) on top."""
     task = task_of(study)
     return save_config(
         path,
         task.policy,
-        trial.user_attrs["hyperparameters"],
+        plain_hyperparameters(trial),
         study=study.study_name,
         trial=trial.number,
         value=trial.value,

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from sb3_ppo_variants.common.config import from_plain, load_config
 from tuning.objective import Task, TuningError, train_and_evaluate
-from tuning.report import best_trial
+from tuning.report import best_trial, find_trial, plain_hyperparameters
 from tuning.study import task_of
 from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
 
@@ -32,17 +32,12 @@ TUNED = "tuned"
 
 
 def trial_arguments(trial: FrozenTrial) -> dict[str, Any]:
-    if "hyperparameters" not in trial.user_attrs:
-        raise TuningError(f"trial {trial.number} recorded no plain hyperparameters: it cannot be retrained")
-    return from_plain(trial.user_attrs["hyperparameters"])
+    return from_plain(plain_hyperparameters(trial))
 
 
 def reproduce(study: optuna.Study, number: int) -> tuple[dict[int, float], dict[int, float]]:
     """``(recorded, replayed)`` evaluations ``{step: mean return}`` of trial ``number``."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    if not trials:
-        raise TuningError(f"study {study.study_name!r} has no trial {number}")
-    trial, task = trials[0], task_of(study)
+    trial, task = find_trial(study, number), task_of(study)
     arguments, seed = trial_arguments(trial), int(trial.user_attrs["seed"])
     recorded, replayed = dict(trial.intermediate_values), {}
     steps = sorted(recorded)
@@ -118,13 +113,7 @@ def load_target(
         return task, arguments, f"{config}"
     if study is None:
         raise TuningError("retrain needs a study (--storage and --study-name) or --config")
-    if trial_number is None:
-        trial = best_trial(study)
-    else:
-        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
-        if not matches:
-            raise TuningError(f"study {study.study_name!r} has no trial {trial_number}")
-        trial = matches[0]
+    trial = best_trial(study) if trial_number is None else find_trial(study, trial_number)
     return task_of(study), trial_arguments(trial), f"trial {trial.number} of {study.study_name!r}"
 
 
