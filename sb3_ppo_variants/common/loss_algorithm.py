@@ -24,6 +24,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 
 from sb3_ppo_variants.common.config import load_config
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.common.optimizer_step import OptimizerStep
 from sb3_ppo_variants.common.validation import check_choice, check_int, check_number, value_at
 from sb3_ppo_variants.losses.base import (
     LOG_RATIO_LIMIT,
@@ -256,35 +257,36 @@ class LossComponentsMixin:
         self._update_learning_rate(self.policy.optimizer)
         self._bind_linked_hyperparameters()
         old_policy = self._pre_update_policy()
-        parameters = list(self.policy.parameters())  # walking the modules per minibatch is costly
         stats: dict[str, list[Stat]] = defaultdict(list)
         loss: th.Tensor | None = None
         stop_reason: str | None = None
-        for epoch in range(self.n_epochs):
-            self._prepare_advantages(epoch)
-            approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
-            for index, rollout_data in enumerate(self._minibatches()):
-                batch = self._evaluate_minibatch(rollout_data, old_policy)
-                terms = [component(batch) for component in self.loss]
-                loss = _total(terms)
-                for term in terms:
-                    for key, value in term.stats.items():
-                        stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
-                with th.no_grad():
-                    approx_kl.append(batch.mean(kl_per_sample(batch, "k3")))
-                stop_reason = next((r for c in self.loss if (r := c.stop_early(batch)) is not None), None)
+        parameters = list(self.policy.parameters())
+        with OptimizerStep.for_optimizer(self.policy.optimizer, parameters) as optimizer:
+            for epoch in range(self.n_epochs):
+                self._prepare_advantages(epoch)
+                approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
+                for index, rollout_data in enumerate(self._minibatches()):
+                    batch = self._evaluate_minibatch(rollout_data, old_policy)
+                    terms = [component(batch) for component in self.loss]
+                    loss = _total(terms)
+                    for term in terms:
+                        for key, value in term.stats.items():
+                            stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
+                    with th.no_grad():
+                        approx_kl.append(batch.mean(kl_per_sample(batch, "k3")))
+                    stop_reason = next((r for c in self.loss if (r := c.stop_early(batch)) is not None), None)
+                    if stop_reason is not None:
+                        if self.verbose >= 1:
+                            print(f"Early stopping at step {epoch} due to {stop_reason}")
+                        break
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = optimizer.clip_grad_norm(self.max_grad_norm)
+                    self._check_finite(loss, grad_norm, terms, epoch, index)
+                    optimizer.step()
+                self._n_updates += 1
                 if stop_reason is not None:
-                    if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to {stop_reason}")
                     break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
-                self._check_finite(loss, grad_norm, terms, epoch, index)
-                self.policy.optimizer.step()
-            self._n_updates += 1
-            if stop_reason is not None:
-                break
         stats["approx_kl"] = [_mean(approx_kl)]
         self._record_train_stats(stats, loss)
 
