@@ -134,3 +134,24 @@ def test_other_optimizers_take_torchs_own_step(optimizer):
     parameters = list(network.parameters())
     step = OptimizerStep.for_optimizer(optimizer(parameters), parameters)
     assert type(step) is OptimizerStep
+
+
+def test_fused_flat_adam_matches_torchs_fused_adam_up_to_rounding():
+    """compile=True's optimizer: one norm over the flat gradient and torch's fused Adam kernel."""
+    reference, flat = _network(), _network()
+    reference_optimizer = th.optim.Adam(reference.parameters(), lr=1e-3, eps=1e-5, fused=True)
+    flat_optimizer = th.optim.Adam(flat.parameters(), lr=1e-3, eps=1e-5)
+    reference_step = OptimizerStep(reference_optimizer, list(reference.parameters()))
+    generator = th.Generator().manual_seed(1)
+    for _ in range(3):
+        with OptimizerStep.for_optimizer(flat_optimizer, list(flat.parameters()), fused=True) as step:
+            assert isinstance(step, FlatAdam) and step.fused
+            for _ in range(7):
+                inputs, targets = th.randn(32, 5, generator=generator), th.randn(32, 3, generator=generator)
+                norm = _update(step, flat, inputs, targets)
+                assert norm.item() == pytest.approx(
+                    _update(reference_step, reference, inputs, targets).item(), rel=1e-5
+                )
+    for p, q in zip(flat.parameters(), reference.parameters(), strict=True):
+        assert th.allclose(p, q, rtol=1e-5, atol=1e-6)
+    assert {float(s["step"]) for s in flat_optimizer.state_dict()["state"].values()} == {21.0}

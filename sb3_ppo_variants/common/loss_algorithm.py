@@ -9,9 +9,11 @@ divergence guard and saving the loss are the same for all of them.
 from __future__ import annotations
 
 import io
+import os
 import pathlib
+import shutil
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,6 +67,7 @@ _PPO_ARGUMENT_RULES: dict[str, Any] = {
     "normalize_advantage": ("choice", (True, False, "minibatch", "batch")),
     "recompute_advantages": ("choice", (True, False)),
     "vf_learning_rate": {"schedule": True, "optional": True},
+    "compile": ("compile",),
 }
 
 # Parameters that only the value function uses (SB3's and sb3-contrib's actor-critic policies).
@@ -81,7 +84,13 @@ def check_ppo_arguments(**arguments: Any) -> None:
     """Validate the PPO arguments this package shares with SB3, naming the bad one."""
     for name, value in arguments.items():
         rule = _PPO_ARGUMENT_RULES[name]
-        if isinstance(rule, tuple) and rule[0] == "choice":
+        if rule == ("compile",):
+            if not (isinstance(value, bool) or (isinstance(value, dict) and all(isinstance(k, str) for k in value))):
+                raise HyperparameterError(
+                    f"compile={value!r} is invalid: accepted values are True, False, or a dict of "
+                    "torch.compile keyword arguments (for example {'backend': 'aot_eager'})."
+                )
+        elif isinstance(rule, tuple) and rule[0] == "choice":
             check_choice(name, value, rule[1])
         elif isinstance(rule, tuple):
             check_int(name, value, low=rule[1])
@@ -118,6 +127,8 @@ class LossComponentsMixin:
     # This package's options beyond SB3's PPO; class defaults let models saved without them load.
     recompute_advantages: bool = False
     vf_learning_rate: float | Schedule | None = None
+    compile: bool | dict[str, Any] = False
+    _compiled_score: Callable[..., Any] | None = None
 
     # --- configuration ------------------------------------------------------------------
 
@@ -166,6 +177,8 @@ class LossComponentsMixin:
         self._bind_linked_hyperparameters()
         if self.vf_learning_rate is not None:
             self._split_value_parameters()
+        if self.compile:
+            _check_compile_toolchain(self.compile, self.device)
         for group in self.policy.optimizer.param_groups:
             # Multi-tensor Adam: the same arithmetic per element (bit-identical, tested) with one
             # kernel call per operation for all parameters instead of one per parameter.
@@ -213,7 +226,7 @@ class LossComponentsMixin:
         ]
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "loss", "_old_policy"]  # type: ignore[misc]
+        return [*super()._excluded_save_params(), "loss", "_old_policy", "_compiled_score"]  # type: ignore[misc]
 
     def save(
         self,
@@ -260,21 +273,19 @@ class LossComponentsMixin:
         stats: dict[str, list[Stat]] = defaultdict(list)
         loss: th.Tensor | None = None
         stop_reason: str | None = None
+        score, stoppers = self._scorer(), [component for component in self.loss if component.stops_early]
         parameters = list(self.policy.parameters())
-        with OptimizerStep.for_optimizer(self.policy.optimizer, parameters) as optimizer:
+        with OptimizerStep.for_optimizer(self.policy.optimizer, parameters, fused=bool(self.compile)) as optimizer:
             for epoch in range(self.n_epochs):
                 self._prepare_advantages(epoch)
                 approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
                 for index, rollout_data in enumerate(self._minibatches()):
-                    batch = self._evaluate_minibatch(rollout_data, old_policy)
-                    terms = [component(batch) for component in self.loss]
-                    loss = _total(terms)
+                    batch, terms, loss, kl = score(rollout_data, old_policy, bool(stoppers))
                     for term in terms:
                         for key, value in term.stats.items():
                             stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
-                    with th.no_grad():
-                        approx_kl.append(batch.mean(kl_per_sample(batch, "k3")))
-                    stop_reason = next((r for c in self.loss if (r := c.stop_early(batch)) is not None), None)
+                    approx_kl.append(kl)
+                    stop_reason = next((r for c in stoppers if (r := c.stop_early(batch)) is not None), None)
                     if stop_reason is not None:
                         if self.verbose >= 1:
                             print(f"Early stopping at step {epoch} due to {stop_reason}")
@@ -289,6 +300,30 @@ class LossComponentsMixin:
                     break
         stats["approx_kl"] = [_mean(approx_kl)]
         self._record_train_stats(stats, loss)
+
+    def _score_minibatch(
+        self, rollout_data: Any, old_policy: BasePolicy | None, keep_batch: bool = True
+    ) -> tuple[Minibatch | None, list[LossTerm], th.Tensor, th.Tensor]:
+        """Evaluate a minibatch once, let each component add its term, and sum them.
+
+        Returns the minibatch (``None`` unless ``keep_batch``: returning it costs a compiled
+        function several outputs), the terms, the loss and SB3's ``approx_kl`` estimate. All the
+        arithmetic of an update before ``backward()`` is here, so ``compile=True`` compiles this.
+        """
+        batch = self._evaluate_minibatch(rollout_data, old_policy)
+        terms = [component(batch) for component in self.loss]
+        with th.no_grad():
+            approx_kl = batch.mean(kl_per_sample(batch, "k3"))
+        return (batch if keep_batch else None), terms, _total(terms), approx_kl
+
+    def _scorer(self) -> Callable[..., tuple[Minibatch | None, list[LossTerm], th.Tensor, th.Tensor]]:
+        """``_score_minibatch``, compiled by ``torch.compile`` once per model with ``compile``."""
+        if not self.compile:
+            return self._score_minibatch
+        if self._compiled_score is None:
+            options = {} if self.compile is True else dict(self.compile)
+            self._compiled_score = th.compile(self._score_minibatch, **options)
+        return self._compiled_score
 
     def _minibatches(self) -> Iterator[Any]:
         """``rollout_buffer.get(batch_size)``, bit for bit, with less work per minibatch.
@@ -461,6 +496,19 @@ class LossComponentsMixin:
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+
+def _check_compile_toolchain(compile: bool | dict[str, Any], device: th.device) -> None:
+    """torch.compile's default backend builds C++ kernels on the CPU: refuse early without a compiler."""
+    backend = compile.get("backend", "inductor") if isinstance(compile, dict) else "inductor"
+    if backend != "inductor" or device.type != "cpu":
+        return
+    if not any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        raise HyperparameterError(
+            f"compile={compile!r} needs a C++ compiler (g++ or clang++) for torch.compile's inductor backend "
+            "on the CPU, and none is on PATH: accepted values are compile=False, or install one "
+            "(Debian: apt-get install g++)."
+        )
 
 
 def current_distribution(policy: BasePolicy) -> Any:

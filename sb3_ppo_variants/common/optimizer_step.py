@@ -34,10 +34,15 @@ class OptimizerStep:
         """The policy's parameters in module order: the order SB3 reduces the gradient norm in."""
 
     @classmethod
-    def for_optimizer(cls, optimizer: th.optim.Optimizer, parameters: list[th.nn.Parameter]) -> OptimizerStep:
-        """:class:`FlatAdam` where it reproduces ``optimizer`` exactly, this class otherwise."""
+    def for_optimizer(
+        cls, optimizer: th.optim.Optimizer, parameters: list[th.nn.Parameter], fused: bool = False
+    ) -> OptimizerStep:
+        """:class:`FlatAdam` where it reproduces ``optimizer``, this class otherwise.
+
+        ``fused``: trade the last bits for speed (see :class:`FlatAdam`).
+        """
         if FlatAdam.supports(optimizer, parameters):
-            return FlatAdam(optimizer, parameters)
+            return FlatAdam(optimizer, parameters, fused=fused)
         return cls(optimizer, parameters)
 
     def __enter__(self) -> OptimizerStep:
@@ -67,6 +72,9 @@ class FlatAdam(OptimizerStep):
     left them), so a step is a handful of operations on whole buffers. A binding survives
     between ``train()`` calls and is redone when the optimizer or its state is replaced (``load``,
     ``set_parameters``, moving the policy).
+
+    ``fused=True`` takes the gradient norm over the flat gradient in one reduction and steps with
+    torch's fused Adam kernel: the same update up to float rounding, in fewer operations.
     """
 
     @staticmethod
@@ -88,8 +96,9 @@ class FlatAdam(OptimizerStep):
                     return False
         return True
 
-    def __init__(self, optimizer: th.optim.Optimizer, parameters: list[th.nn.Parameter]) -> None:
+    def __init__(self, optimizer: th.optim.Optimizer, parameters: list[th.nn.Parameter], fused: bool = False) -> None:
         super().__init__(optimizer, parameters)
+        self.fused = fused
         buffers = _FLAT_BUFFERS.setdefault(optimizer, {})
         self.groups = []
         for group in optimizer.param_groups:
@@ -124,12 +133,16 @@ class FlatAdam(OptimizerStep):
             self.finish()  # torch's step reads the step counts
             self.regular = False
             return super().clip_grad_norm(max_norm)
-        # clip_grad_norm_'s arithmetic: tensor norms in module order, their norm, one scale.
-        norms = th._foreach_norm([p.grad for p in self.parameters], 2.0)  # type: ignore[misc]
-        total_norm = th.linalg.vector_norm(th.stack(norms), 2.0)
+        self.flat_grads = [flat.gather_grads() for flat in self.groups]
+        if self.fused:
+            norms = [grad.norm() for grad in self.flat_grads]
+            total_norm = norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
+        else:
+            # clip_grad_norm_'s arithmetic: tensor norms in module order, their norm, one scale.
+            norms = th._foreach_norm([p.grad for p in self.parameters], 2.0)  # type: ignore[misc]
+            total_norm = th.linalg.vector_norm(th.stack(norms), 2.0)
         clip_coef = max_norm / (total_norm + 1e-6)
         clip_coef_clamped = th.clamp(clip_coef, max=1.0)
-        self.flat_grads = [flat.gather_grads() for flat in self.groups]
         for flat_grad in self.flat_grads:
             flat_grad.mul_(clip_coef_clamped)
         return total_norm
@@ -140,7 +153,10 @@ class FlatAdam(OptimizerStep):
             return
         self.step_count += 1
         for group, flat, grad in zip(self.optimizer.param_groups, self.groups, self.flat_grads, strict=True):
-            _adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
+            if self.fused:
+                _fused_adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
+            else:
+                _adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
 
 
 def _adam(
@@ -158,6 +174,28 @@ def _adam(
     bias_correction2_sqrt = bias_correction2**0.5
     denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
     param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _fused_adam(
+    param: th.Tensor, grad: th.Tensor, exp_avg: th.Tensor, exp_avg_sq: th.Tensor, step: float, group: dict[str, Any]
+) -> None:
+    """Adam by torch's fused kernel (``Adam(fused=True)``), on one flat tensor."""
+    beta1, beta2 = group["betas"]
+    th._fused_adam_(  # type: ignore[attr-defined]
+        [param],
+        [grad],
+        [exp_avg],
+        [exp_avg_sq],
+        [],  # AMSGrad's maxima
+        [th.tensor(step)],
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+    )
 
 
 # Each tensor starts on a 64-byte boundary in its flat buffer, as a tensor of its own would:

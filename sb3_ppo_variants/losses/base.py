@@ -106,6 +106,11 @@ class LossComponent:
         """Return a reason to end this ``train()`` call before this minibatch's update."""
         return None
 
+    @property
+    def stops_early(self) -> bool:
+        """Whether :meth:`stop_early` may stop a call; the loop asks only those that may."""
+        return type(self).stop_early is not LossComponent.stop_early
+
     def after_train(self, stats: Mapping[str, float]) -> dict[str, float]:
         """Update state from the call's mean statistics; return statistics to log."""
         return {}

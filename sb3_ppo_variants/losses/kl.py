@@ -140,6 +140,10 @@ class KLEarlyStop(LossComponent):
     def __call__(self, batch: Minibatch) -> LossTerm:
         return LossTerm(None)
 
+    @property
+    def stops_early(self) -> bool:
+        return self.target is not None
+
     def stop_early(self, batch: Minibatch) -> str | None:
         if self.target is None:
             return None

@@ -22,7 +22,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
     """sb3-contrib's ``MaskablePPO`` with the loss given as a list of components.
 
     Takes every argument of ``MaskablePPO`` with the same default and meaning, plus ``loss``,
-    ``normalize_advantage="batch"``, ``recompute_advantages`` and ``vf_learning_rate``
+    ``normalize_advantage="batch"``, ``recompute_advantages``, ``vf_learning_rate`` and ``compile``
     (see :class:`~sb3_ppo_variants.PPOVariant`). Rollouts, ``predict(action_masks=...)`` and
     ``learn(use_masking=...)`` are MaskablePPO's; the loss sees the masked distributions, so the
     exact KL ignores invalid actions. Without ``loss`` it is bit-identical to ``MaskablePPO``.
@@ -56,6 +56,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
         loss: Iterable[LossSpec] | None = None,
         recompute_advantages: bool = False,
         vf_learning_rate: float | Schedule | None = None,
+        compile: bool | dict[str, Any] = False,
         _init_setup_model: bool = True,
     ):
         linked = dict(clip_range=clip_range, clip_range_vf=clip_range_vf, ent_coef=ent_coef, vf_coef=vf_coef)
@@ -73,6 +74,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
             normalize_advantage=normalize_advantage,
             recompute_advantages=recompute_advantages,
             vf_learning_rate=vf_learning_rate,
+            compile=compile,
         )
         super().__init__(
             policy,
@@ -102,6 +104,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
         )
         self.recompute_advantages = recompute_advantages
         self.vf_learning_rate = vf_learning_rate
+        self.compile = compile
         self._configure_loss(loss, **linked, target_kl=target_kl)
         if _init_setup_model:
             self._setup_model()

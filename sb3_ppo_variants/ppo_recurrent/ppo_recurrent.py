@@ -23,7 +23,8 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
 
     Takes every argument of ``RecurrentPPO`` with the same default and meaning, plus ``loss``,
     ``normalize_advantage="batch"`` and ``vf_learning_rate``
-    (see :class:`~sb3_ppo_variants.PPOVariant`). Minibatches are padded sequences: the padding
+    (see :class:`~sb3_ppo_variants.PPOVariant`; ``compile`` accepts only ``False``).
+    Minibatches are padded sequences: the padding
     mask reaches every reduction (advantage normalisation, each component's ``batch.mean``,
     the statistics), so a component written once is right here too. Without ``loss`` it is
     bit-identical to ``RecurrentPPO``.
@@ -57,8 +58,14 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
         loss: Iterable[LossSpec] | None = None,
         recompute_advantages: bool = False,
         vf_learning_rate: float | Schedule | None = None,
+        compile: bool | dict[str, Any] = False,
         _init_setup_model: bool = True,
     ):
+        if compile is not False:
+            raise HyperparameterError(
+                f"compile={compile!r} is invalid for RecurrentPPOVariant: accepted values are False (the LSTM runs "
+                "a data-dependent loop over each padded sequence, which torch.compile cannot capture as one graph)."
+            )
         if recompute_advantages:
             raise HyperparameterError(
                 "recompute_advantages=True is invalid for RecurrentPPOVariant: accepted values are False "

@@ -47,6 +47,14 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
     :param vf_learning_rate: A learning rate (float or schedule) for the parameters only the
         value function uses, in a second optimizer group; shared parameters keep
         ``learning_rate``. ``None``: one learning rate (SB3). SB3 issue #338.
+    :param compile: The fast path. ``True`` compiles each minibatch's evaluation and loss (the
+        policy's forward pass, every component and their sum, with its backward pass) with
+        ``torch.compile``, and steps Adam with torch's fused kernel. The result equals the
+        default path up to float rounding rather than bit for bit. Compiling costs several
+        seconds in the first ``train()`` call (about 10 s on a 2-core CPU with an empty cache; far
+        less once torch's on-disk cache holds the kernels), so it pays off over long runs. A dict
+        is passed to ``torch.compile`` as keyword arguments (``{"backend": "aot_eager"}``).
+        The default backend needs a C++ compiler on the CPU.
 
     The other parameters are SB3's: ``learning_rate`` (float or schedule), ``n_steps``,
     ``batch_size``, ``n_epochs``, ``gamma``, ``gae_lambda``, ``clip_range`` (float or schedule),
@@ -94,6 +102,7 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         loss: Iterable[LossSpec] | None = None,
         recompute_advantages: bool = False,
         vf_learning_rate: float | Schedule | None = None,
+        compile: bool | dict[str, Any] = False,
         _init_setup_model: bool = True,
     ):
         check_ppo_arguments(
@@ -114,6 +123,7 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
             normalize_advantage=normalize_advantage,
             recompute_advantages=recompute_advantages,
             vf_learning_rate=vf_learning_rate,
+            compile=compile,
         )
         super().__init__(
             policy,
@@ -147,6 +157,7 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         self.target_kl = target_kl
         self.recompute_advantages = recompute_advantages
         self.vf_learning_rate = vf_learning_rate
+        self.compile = compile
         self._configure_loss(
             loss,
             clip_range=clip_range,

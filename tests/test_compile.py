@@ -1,0 +1,146 @@
+"""compile=True, the fast path: the same update as the default path up to float rounding."""
+
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
+from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
+from sb3_ppo_variants.losses.base import LossComponent, LossTerm
+from tests.conftest import ACTION_SPACES, DictEnv, ImageEnv, SpaceEnv
+
+# Tracing is what differs between policy types; "aot_eager" traces as the default backend does
+# without building C++ kernels, which keeps these tests quick. One case builds them for real.
+TRACE_ONLY = {"backend": "aot_eager"}
+KL_AND_EARLY_STOP = [
+    ClippedSurrogate(),
+    ValueLoss(),
+    EntropyBonus(coef=0.01),
+    KLPenalty(),
+    {"name": "kl_early_stop", "target": 0.05, "estimator": "exact"},
+]
+
+
+def _space_env(space: str):
+    def make():
+        SpaceEnv.observation_space.seed(0)  # a class attribute: seeded here so both runs see one rollout
+        return make_vec_env(lambda: SpaceEnv(ACTION_SPACES[space]), n_envs=2, seed=0)
+
+    return make
+
+
+CASES = {
+    "discrete-inductor": (PPOVariant, "MlpPolicy", lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0), True, {}),
+    "box-gsde": (
+        PPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0),
+        TRACE_ONLY,
+        {"use_sde": True},
+    ),
+    "multidiscrete": (PPOVariant, "MlpPolicy", _space_env("MultiDiscrete"), TRACE_ONLY, {}),
+    "multibinary": (PPOVariant, "MlpPolicy", _space_env("MultiBinary"), TRACE_ONLY, {}),
+    "dict-observations": (
+        PPOVariant,
+        "MultiInputPolicy",
+        lambda: make_vec_env(DictEnv, n_envs=2, seed=0),
+        TRACE_ONLY,
+        {},
+    ),
+    "cnn": (PPOVariant, "CnnPolicy", lambda: make_vec_env(ImageEnv, n_envs=2, seed=0), TRACE_ONLY, {}),
+    "exact-kl-and-early-stop": (
+        PPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0),
+        TRACE_ONLY,
+        {"loss": KL_AND_EARLY_STOP},
+    ),
+    "masked": (
+        MaskablePPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env(lambda: InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3), n_envs=2, seed=0),
+        TRACE_ONLY,
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compiled_update_equals_the_default_update_up_to_rounding(case):
+    """The same rollout, one minibatch, one update: parameters and statistics agree."""
+    cls, policy, make_env, compile, kwargs = CASES[case]
+
+    def one_update(compile):
+        model = cls(policy, make_env(), n_steps=64, batch_size=128, n_epochs=1, seed=0, compile=compile, **kwargs)
+        return model.learn(128)
+
+    default, compiled = one_update(False), one_update(compile)
+    before = dict(cls(policy, make_env(), n_steps=64, seed=0, **kwargs).policy.named_parameters())
+    for name, parameter in compiled.policy.named_parameters():
+        reference = dict(default.policy.named_parameters())[name]
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7), name
+        assert not th.equal(parameter, before[name]) or th.equal(reference, before[name])  # it did update
+    for key in ("train/loss", "train/policy_gradient_loss", "train/value_loss", "train/approx_kl"):
+        assert compiled.logger.name_to_value[key] == pytest.approx(
+            default.logger.name_to_value[key], rel=1e-4, abs=1e-6
+        )
+
+
+@pytest.mark.filterwarnings("ignore:You have specified a mini-batch size")
+def test_compiled_training_runs_many_updates_and_uneven_minibatches():
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = PPOVariant("MlpPolicy", env, n_steps=48, batch_size=40, seed=0, compile=TRACE_ONLY)  # 40 + 40 + 16
+    model.learn(96 * 3)
+    assert model._n_updates == 3 * 10
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_compiled_model_saves_loads_and_compiles_again(tmp_path):
+    model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=2, seed=0, compile=TRACE_ONLY)
+    model.learn(64).save(tmp_path / "model.zip")
+    loaded = PPOVariant.load(tmp_path / "model.zip", env=make_vec_env("CartPole-v1", n_envs=1, seed=1))
+    assert loaded.compile == TRACE_ONLY and loaded._compiled_score is None
+    loaded.learn(64)
+    assert loaded._compiled_score is not None and np.isfinite(loaded.logger.name_to_value["train/loss"])
+
+
+class NaNTerm(LossComponent):
+    """A term that is NaN."""
+
+    name = "nan_term"
+
+    def __call__(self, batch):
+        return LossTerm(batch.mean(batch.values) * th.nan)
+
+    def config(self):
+        return {"name": self.name}
+
+
+def test_a_diverging_compiled_run_stops_with_the_weights_it_had():
+    model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0, compile=TRACE_ONLY)
+    model.loss = [*model.loss, NaNTerm()]
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    with pytest.raises(TrainingDivergedError, match="nan_term"):
+        model.learn(64)
+    assert all(th.equal(before[k], v) for k, v in model.policy.state_dict().items())
+
+
+@pytest.mark.parametrize("value", ["yes", 1, {1: "inductor"}])
+def test_an_invalid_compile_value_is_refused(value):
+    with pytest.raises(HyperparameterError, match=r"compile=.* is invalid: accepted values are True, False"):
+        PPOVariant("MlpPolicy", "CartPole-v1", compile=value)
+
+
+def test_recurrent_policies_refuse_compile_and_say_why():
+    with pytest.raises(HyperparameterError, match=r"invalid for RecurrentPPOVariant: accepted values are False"):
+        RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", compile=True)
+
+
+def test_compile_without_a_cpp_compiler_is_refused_at_construction(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(HyperparameterError, match=r"needs a C\+\+ compiler .* accepted values are compile=False"):
+        PPOVariant("MlpPolicy", "CartPole-v1", compile=True)
+    PPOVariant("MlpPolicy", "CartPole-v1", compile=TRACE_ONLY)  # a backend that builds nothing needs none
