@@ -2,25 +2,37 @@
 
 Each run is its own subprocess (so peak resident memory is per run) with one torch thread;
 runs alternate SB3, ours, SB3, ours, ... and the table shows medians over repetitions.
+``first train() s`` is the first call alone: with ``compile=True`` it includes compiling.
 
     python benchmarks/speed.py                  # every case, 5 repetitions
     python benchmarks/speed.py --case cartpole-default --repeats 3 --timesteps 8192
+    python benchmarks/speed.py --case cartpole-compile --fresh-compile-cache   # compiling from scratch
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 CASES: dict[str, dict[str, Any]] = {
     # SB3's defaults, 8 environments.
     "cartpole-default": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "kwargs": {}},
+    # The fast path (compile=True, ours only) on SB3's defaults, compile time included, 100k steps.
+    "cartpole-compile": {
+        "env": "CartPole-v1",
+        "n_envs": 8,
+        "timesteps": 100_000,
+        "kwargs": {},
+        "ours_kwargs": {"compile": True},
+    },
     # The RL Baselines3 Zoo's tuned hyperparameters for CartPole-v1.
     "cartpole-zoo": {
         "env": "CartPole-v1",
@@ -94,7 +106,7 @@ def make_model(algorithm: str, case: dict[str, Any]) -> Any:
     }[kind]
     if algorithm == "sb3":
         return sb3(policy, env, seed=0, device="cpu", **kwargs)
-    return ours(policy, env, seed=0, device="cpu", loss=case.get("loss"), **kwargs)
+    return ours(policy, env, seed=0, device="cpu", loss=case.get("loss"), **kwargs, **case.get("ours_kwargs", {}))
 
 
 def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, float]:
@@ -103,14 +115,13 @@ def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, 
 
     th.set_num_threads(1)
     model = make_model(algorithm, case)
-    train_seconds = 0.0
+    train_seconds: list[float] = []
     train = model.train
 
     def timed_train() -> None:
-        nonlocal train_seconds
         start = time.perf_counter()
         train()
-        train_seconds += time.perf_counter() - start
+        train_seconds.append(time.perf_counter() - start)
 
     model.train = timed_train  # type: ignore[method-assign]
     start = time.perf_counter()
@@ -118,7 +129,8 @@ def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, 
     learn_seconds = time.perf_counter() - start
     return {
         "learn_s": learn_seconds,
-        "train_s": train_seconds,
+        "train_s": sum(train_seconds),
+        "first_train_s": train_seconds[0] if train_seconds else 0.0,
         "steps_per_s": model.num_timesteps / learn_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -129,6 +141,9 @@ def main() -> None:
     parser.add_argument("--case", choices=list(CASES), action="append", help="default: every case")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timesteps", type=int, help="override each case's budget")
+    parser.add_argument(
+        "--fresh-compile-cache", action="store_true", help="an empty torch.compile cache for every run (cold compile)"
+    )
     parser.add_argument("--single", nargs=2, metavar=("ALGORITHM", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -136,8 +151,11 @@ def main() -> None:
         print(json.dumps(run_once(algorithm, CASES[name], args.timesteps or CASES[name]["timesteps"])))
         return
 
-    print("| case | algorithm | learn() s | train() s | steps/s | peak RSS MiB | train() ours/SB3 | learn() ours/SB3 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| case | algorithm | learn() s | train() s | steps/s | peak RSS MiB | train() ours/SB3 | learn() ours/SB3 "
+        "| first train() s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.case or list(CASES):
         results: dict[str, list[dict[str, float]]] = {"sb3": [], "ours": []}
         for _ in range(args.repeats):
@@ -145,8 +163,12 @@ def main() -> None:
                 command = [sys.executable, __file__, "--single", algorithm, name]
                 if args.timesteps:
                     command += ["--timesteps", str(args.timesteps)]
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                results[algorithm].append(json.loads(output.strip().splitlines()[-1]))
+                environment = dict(os.environ)
+                with tempfile.TemporaryDirectory() as cache:
+                    if args.fresh_compile_cache:
+                        environment["TORCHINDUCTOR_CACHE_DIR"] = cache
+                    run = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+                results[algorithm].append(json.loads(run.stdout.strip().splitlines()[-1]))
         medians = {
             algorithm: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             for algorithm, runs in results.items()
@@ -163,7 +185,7 @@ def main() -> None:
             label = "SB3 PPO" if algorithm == "sb3" else "PPOVariant"
             print(
                 f"| {name} | {label} | {m['learn_s']:.2f} | {m['train_s']:.2f} | {m['steps_per_s']:.0f} "
-                f"| {m['peak_rss_mib']:.0f} |{ratios}",
+                f"| {m['peak_rss_mib']:.0f} |{ratios} {m['first_train_s']:.2f} |",
                 flush=True,
             )
 
