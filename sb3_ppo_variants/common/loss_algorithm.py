@@ -248,6 +248,10 @@ class LossComponentsMixin:
         values, log_prob, entropy = policy.evaluate_actions(rollout_data.observations, actions)  # type: ignore[operator]
         return values.flatten(), log_prob, entropy, current_distribution(policy)
 
+    def _distribution(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
+        """The torch distribution of ``policy`` on a minibatch: the actor's forward pass only."""
+        return torch_distribution(policy.get_distribution(rollout_data.observations))  # type: ignore[attr-defined]
+
     def _sample_mask(self, rollout_data: Any) -> th.Tensor | None:
         """Which samples are real (``None``: all of them)."""
         return None
@@ -414,7 +418,7 @@ class LossComponentsMixin:
         old_distribution = None
         if old_policy is not None:
             with th.no_grad():
-                old_distribution = self._evaluate(old_policy, rollout_data, actions)[3]
+                old_distribution = self._distribution(old_policy, rollout_data, actions)
         values, log_prob, entropy, distribution = self._evaluate(self.policy, rollout_data, actions)
         mask = self._sample_mask(rollout_data)
         advantages = rollout_data.advantages
@@ -512,13 +516,17 @@ def _check_compile_toolchain(compile: bool | dict[str, Any], device: th.device) 
 
 
 def current_distribution(policy: BasePolicy) -> Any:
-    """The torch distribution of the policy's last evaluation (it stays in ``policy.action_dist``).
+    """The torch distribution of the policy's last evaluation (it stays in ``policy.action_dist``)."""
+    return torch_distribution(policy.action_dist)  # type: ignore[union-attr]
+
+
+def torch_distribution(distribution: Any) -> Any:
+    """The torch distribution inside an SB3 (or sb3-contrib) distribution.
 
     Masked multi-dimensional distributions keep a list in ``distributions``; the others keep one
     torch distribution (a list for SB3's ``MultiDiscrete``) in ``distribution``.
     """
-    action_dist = policy.action_dist  # type: ignore[union-attr]
-    return action_dist.distributions if hasattr(action_dist, "distributions") else action_dist.distribution
+    return distribution.distributions if hasattr(distribution, "distributions") else distribution.distribution
 
 
 def _total(terms: Sequence[LossTerm]) -> th.Tensor:

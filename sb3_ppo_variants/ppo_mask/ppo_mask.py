@@ -12,7 +12,12 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_ppo_variants.common.loss_algorithm import LossComponentsMixin, check_ppo_arguments, current_distribution
+from sb3_ppo_variants.common.loss_algorithm import (
+    LossComponentsMixin,
+    check_ppo_arguments,
+    current_distribution,
+    torch_distribution,
+)
 from sb3_ppo_variants.losses.base import LossSpec
 
 SelfMaskablePPOVariant = TypeVar("SelfMaskablePPOVariant", bound="MaskablePPOVariant")
@@ -118,6 +123,10 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
             rollout_data.observations, actions, action_masks=rollout_data.action_masks
         )
         return values.flatten(), log_prob, entropy, current_distribution(policy)
+
+    def _distribution(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
+        distribution = policy.get_distribution(rollout_data.observations, action_masks=rollout_data.action_masks)  # type: ignore[operator]
+        return torch_distribution(distribution)
 
     def learn(  # type: ignore[override]
         self: SelfMaskablePPOVariant,

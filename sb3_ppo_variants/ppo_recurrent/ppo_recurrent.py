@@ -130,6 +130,10 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
         )
         return values.flatten(), log_prob, entropy, current_distribution(policy)
 
+    def _distribution(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
+        # The actor's LSTM replays each padded sequence; evaluate_actions does exactly that.
+        return self._evaluate(policy, rollout_data, actions)[3]
+
     def _sample_mask(self, rollout_data: Any) -> th.Tensor:
         return rollout_data.mask > 1e-8  # padding of the sequences is stored as mask 0
 
