@@ -165,8 +165,8 @@ def main() -> None:
                     command += ["--timesteps", str(args.timesteps)]
                 environment = dict(os.environ)
                 with tempfile.TemporaryDirectory() as cache:
-                    if args.fresh_compile_cache:
-                        environment["TORCHINDUCTOR_CACHE_DIR"] = cache
+                    if args.fresh_compile_cache:  # torch.compile's caches and headers live in TMPDIR
+                        environment["TMPDIR"] = cache
                     run = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
                 results[algorithm].append(json.loads(run.stdout.strip().splitlines()[-1]))
         medians = {

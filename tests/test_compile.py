@@ -8,6 +8,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.common.loss_algorithm import compile_options
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm
 from tests.conftest import ACTION_SPACES, DictEnv, ImageEnv, SpaceEnv
@@ -144,3 +145,10 @@ def test_compile_without_a_cpp_compiler_is_refused_at_construction(monkeypatch):
     with pytest.raises(HyperparameterError, match=r"needs a C\+\+ compiler .* accepted values are compile=False"):
         PPOVariant("MlpPolicy", "CartPole-v1", compile=True)
     PPOVariant("MlpPolicy", "CartPole-v1", compile=TRACE_ONLY)  # a backend that builds nothing needs none
+
+
+def test_compile_options_trust_the_cpu_flags_unless_told_otherwise():
+    assert compile_options(True) == {"options": {"cpp.vec_isa_ok": True}}
+    assert compile_options({"options": {"cpp.vec_isa_ok": None}}) == {"options": {"cpp.vec_isa_ok": None}}
+    assert compile_options({"mode": "max-autotune-no-cudagraphs"}) == {"mode": "max-autotune-no-cudagraphs"}
+    assert compile_options(TRACE_ONLY) == TRACE_ONLY

@@ -26,7 +26,7 @@ def _grads(model, component):
     model.loss = [component]
     rollout_data = next(model.rollout_buffer.get(64))
     old = model._pre_update_policy() if component.needs_old_distribution else None
-    batch = model._evaluate_minibatch(rollout_data, old)
+    batch = model._evaluate_minibatch(rollout_data, old, 1.0)
     if old is not None:  # move away from the old policy so the KL has a gradient
         batch.distribution = th.distributions.Normal(batch.distribution.loc + 0.1, batch.distribution.scale)
     component(batch).loss.backward()

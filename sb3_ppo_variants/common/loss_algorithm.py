@@ -278,13 +278,14 @@ class LossComponentsMixin:
         loss: th.Tensor | None = None
         stop_reason: str | None = None
         score, stoppers = self._scorer(), [component for component in self.loss if component.stops_early]
+        progress_remaining: float = self._current_progress_remaining  # type: ignore[attr-defined]
         parameters = list(self.policy.parameters())
         with OptimizerStep.for_optimizer(self.policy.optimizer, parameters, fused=bool(self.compile)) as optimizer:
             for epoch in range(self.n_epochs):
                 self._prepare_advantages(epoch)
                 approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
                 for index, rollout_data in enumerate(self._minibatches()):
-                    batch, terms, loss, kl = score(rollout_data, old_policy, bool(stoppers))
+                    batch, terms, loss, kl = score(rollout_data, old_policy, bool(stoppers), progress_remaining)
                     for term in terms:
                         for key, value in term.stats.items():
                             stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
@@ -306,15 +307,17 @@ class LossComponentsMixin:
         self._record_train_stats(stats, loss)
 
     def _score_minibatch(
-        self, rollout_data: Any, old_policy: BasePolicy | None, keep_batch: bool = True
+        self, rollout_data: Any, old_policy: BasePolicy | None, keep_batch: bool, progress_remaining: float
     ) -> tuple[Minibatch | None, list[LossTerm], th.Tensor, th.Tensor]:
         """Evaluate a minibatch once, let each component add its term, and sum them.
 
         Returns the minibatch (``None`` unless ``keep_batch``: returning it costs a compiled
         function several outputs), the terms, the loss and SB3's ``approx_kl`` estimate. All the
-        arithmetic of an update before ``backward()`` is here, so ``compile=True`` compiles this.
+        arithmetic of an update before ``backward()`` is here, so ``compile=True`` compiles this;
+        ``progress_remaining`` is an argument so that it is an input of the compiled graph, not a
+        constant that each ``train()`` call would change.
         """
-        batch = self._evaluate_minibatch(rollout_data, old_policy)
+        batch = self._evaluate_minibatch(rollout_data, old_policy, progress_remaining)
         terms = [component(batch) for component in self.loss]
         with th.no_grad():
             approx_kl = batch.mean(kl_per_sample(batch, "k3"))
@@ -325,8 +328,7 @@ class LossComponentsMixin:
         if not self.compile:
             return self._score_minibatch
         if self._compiled_score is None:
-            options = {} if self.compile is True else dict(self.compile)
-            self._compiled_score = th.compile(self._score_minibatch, **options)
+            self._compiled_score = th.compile(self._score_minibatch, **compile_options(self.compile))
         return self._compiled_score
 
     def _minibatches(self) -> Iterator[Any]:
@@ -411,7 +413,9 @@ class LossComponentsMixin:
         buffer.returns = buffer.swap_and_flatten(buffer.returns)
         buffer.values = rollout_values
 
-    def _evaluate_minibatch(self, rollout_data: Any, old_policy: BasePolicy | None) -> Minibatch:
+    def _evaluate_minibatch(
+        self, rollout_data: Any, old_policy: BasePolicy | None, progress_remaining: float
+    ) -> Minibatch:
         actions = rollout_data.actions
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
@@ -442,7 +446,7 @@ class LossComponentsMixin:
             distribution=distribution,
             old_distribution=old_distribution,
             mask=mask,
-            progress_remaining=self._current_progress_remaining,
+            progress_remaining=progress_remaining,
             policy=self.policy,
         )
 
@@ -500,6 +504,16 @@ class LossComponentsMixin:
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+
+def compile_options(compile: bool | dict[str, Any]) -> dict[str, Any]:
+    """``torch.compile`` keyword arguments for the ``compile`` argument (the user's win)."""
+    options = {} if compile is True else dict(compile)  # type: ignore[arg-type]
+    if options.get("backend", "inductor") == "inductor" and "mode" not in options:  # mode excludes options
+        # Trust the CPU's flags for the vector instruction set: by default inductor builds and
+        # loads a test library per instruction set in every new process (about 1 s here).
+        options["options"] = {"cpp.vec_isa_ok": True, **options.get("options", {})}
+    return options
 
 
 def _check_compile_toolchain(compile: bool | dict[str, Any], device: th.device) -> None:
