@@ -44,3 +44,12 @@ def test_every_named_variant_learns_cartpole(name):
     model = PPOVariant("MlpPolicy", env, seed=0, device="cpu", **variant_arguments(name, CARTPOLE)).learn(50_000)
     mean, _ = evaluate_policy(model, make_vec_env("CartPole-v1", seed=1), n_eval_episodes=10)
     assert mean >= 150
+
+
+@pytest.mark.slow
+def test_the_compiled_fast_path_solves_cartpole():
+    """compile=True learns as the default path does (benchmarks/fast_path.py compares over seeds)."""
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=0)
+    model = PPOVariant("MlpPolicy", env, seed=0, device="cpu", compile=True, **CARTPOLE).learn(50_000)
+    mean, _ = evaluate_policy(model, make_vec_env("CartPole-v1", seed=1), n_eval_episodes=10)
+    assert mean >= 475

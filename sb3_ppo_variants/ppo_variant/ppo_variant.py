@@ -49,12 +49,14 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         ``learning_rate``. ``None``: one learning rate (SB3). SB3 issue #338.
     :param compile: The fast path. ``True`` compiles each minibatch's evaluation and loss (the
         policy's forward pass, every component and their sum, with its backward pass) with
-        ``torch.compile``, and steps Adam with torch's fused kernel. The result equals the
-        default path up to float rounding rather than bit for bit. Compiling costs several
-        seconds in the first ``train()`` call (about 10 s on a 2-core CPU with an empty cache; far
-        less once torch's on-disk cache holds the kernels), so it pays off over long runs. A dict
-        is passed to ``torch.compile`` as keyword arguments (``{"backend": "aot_eager"}``).
-        The default backend needs a C++ compiler on the CPU.
+        ``torch.compile``, and steps Adam with torch's fused kernel over one flat buffer. The
+        result equals the default path up to float rounding rather than bit for bit. Compiling
+        costs seconds in the first ``train()`` call (on a 2-core CPU: about 10 s the first time on
+        a machine, about 2 s once torch's on-disk cache in ``TMPDIR`` holds the kernels), so it
+        pays off over longer runs. A dict is passed to ``torch.compile`` as keyword arguments
+        (``{"backend": "aot_eager"}``, ``{"dynamic": True}``); with the default inductor backend,
+        ``options`` gets ``"cpp.vec_isa_ok": True`` (trust the CPU flags for the vector
+        instruction set) unless the dict sets it. The default backend needs a C++ compiler.
 
     The other parameters are SB3's: ``learning_rate`` (float or schedule), ``n_steps``,
     ``batch_size``, ``n_epochs``, ``gamma``, ``gae_lambda``, ``clip_range`` (float or schedule),
