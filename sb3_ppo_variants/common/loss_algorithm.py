@@ -313,9 +313,10 @@ class LossComponentsMixin:
 
         Returns the minibatch (``None`` unless ``keep_batch``: returning it costs a compiled
         function several outputs), the terms, the loss and SB3's ``approx_kl`` estimate. All the
-        arithmetic of an update before ``backward()`` is here, so ``compile=True`` compiles this;
-        ``progress_remaining`` is an argument so that it is an input of the compiled graph, not a
-        constant that each ``train()`` call would change.
+        arithmetic of an update before ``backward()`` is here, so ``compile=True`` compiles this.
+        ``progress_remaining`` is an argument rather than read from ``self``: torch.compile makes
+        it an input of the graph (after at most one recompilation), so schedules of it do not
+        recompile every ``train()`` call.
         """
         batch = self._evaluate_minibatch(rollout_data, old_policy, progress_remaining)
         terms = [component(batch) for component in self.loss]
