@@ -109,21 +109,27 @@ def make_model(algorithm: str, case: dict[str, Any]) -> Any:
     return ours(policy, env, seed=0, device="cpu", loss=case.get("loss"), **kwargs, **case.get("ours_kwargs", {}))
 
 
+def time_train_calls(model: Any) -> list[float]:
+    """Wrap ``model.train``; the returned list fills with the seconds of each call."""
+    seconds: list[float] = []
+    train = model.train
+
+    def timed_train() -> None:
+        start = time.perf_counter()
+        train()
+        seconds.append(time.perf_counter() - start)
+
+    model.train = timed_train
+    return seconds
+
+
 def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, float]:
     """One timed learn() in this process; train() is timed by wrapping the bound method."""
     import torch as th
 
     th.set_num_threads(1)
     model = make_model(algorithm, case)
-    train_seconds: list[float] = []
-    train = model.train
-
-    def timed_train() -> None:
-        start = time.perf_counter()
-        train()
-        train_seconds.append(time.perf_counter() - start)
-
-    model.train = timed_train  # type: ignore[method-assign]
+    train_seconds = time_train_calls(model)
     start = time.perf_counter()
     model.learn(timesteps)
     learn_seconds = time.perf_counter() - start

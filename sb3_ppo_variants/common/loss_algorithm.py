@@ -180,8 +180,8 @@ class LossComponentsMixin:
         if self.compile:
             _check_compile_toolchain(self.compile, self.device)
         for group in self.policy.optimizer.param_groups:
-            # Multi-tensor Adam: the same arithmetic per element (bit-identical, tested) with one
-            # kernel call per operation for all parameters instead of one per parameter.
+            # For the steps torch's own optimizer takes (other optimizers, FlatAdam's fallbacks):
+            # multi-tensor kernels, one call per operation for all parameters.
             if group.get("foreach", False) is None:
                 group["foreach"] = True
 
@@ -278,14 +278,14 @@ class LossComponentsMixin:
         loss: th.Tensor | None = None
         stop_reason: str | None = None
         score, stoppers = self._scorer(), [component for component in self.loss if component.stops_early]
-        progress_remaining: float = self._current_progress_remaining  # type: ignore[attr-defined]
+        keep_batch, progress_remaining = bool(stoppers), self._current_progress_remaining  # type: ignore[attr-defined]
         parameters = list(self.policy.parameters())
         with OptimizerStep.for_optimizer(self.policy.optimizer, parameters, fused=bool(self.compile)) as optimizer:
             for epoch in range(self.n_epochs):
                 self._prepare_advantages(epoch)
                 approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
                 for index, rollout_data in enumerate(self._minibatches()):
-                    batch, terms, loss, kl = score(rollout_data, old_policy, bool(stoppers), progress_remaining)
+                    batch, terms, loss, kl = score(rollout_data, old_policy, keep_batch, progress_remaining)
                     for term in terms:
                         for key, value in term.stats.items():
                             stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
@@ -519,8 +519,7 @@ def compile_options(compile: bool | dict[str, Any]) -> dict[str, Any]:
 
 def _check_compile_toolchain(compile: bool | dict[str, Any], device: th.device) -> None:
     """torch.compile's default backend builds C++ kernels on the CPU: refuse early without a compiler."""
-    backend = compile.get("backend", "inductor") if isinstance(compile, dict) else "inductor"
-    if backend != "inductor" or device.type != "cpu":
+    if compile_options(compile).get("backend", "inductor") != "inductor" or device.type != "cpu":
         return
     if not any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
         raise HyperparameterError(
