@@ -108,9 +108,10 @@ def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) 
             for attempt in range(3):
                 try:
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-                except sqlalchemy.exc.IntegrityError:
-                    # Workers starting together on a new database race to create its tables;
-                    # the loser finds them there on the next try.
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                    # Workers starting together on a new database race to create its tables (the
+                    # loser sees a duplicate key, or on PostgreSQL "relation ... already exists");
+                    # it finds them there on the next try.
                     if attempt == 2:
                         raise
                     time.sleep(0.5)
