@@ -12,6 +12,8 @@ import io
 import os
 import pathlib
 import shutil
+import types
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -26,7 +28,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 
 from sb3_ppo_variants.common.config import load_config
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
-from sb3_ppo_variants.common.optimizer_step import OptimizerStep
+from sb3_ppo_variants.common.optimizer_step import FlatAdam, OptimizerStep
 from sb3_ppo_variants.common.validation import check_choice, check_int, check_number, value_at
 from sb3_ppo_variants.losses.base import (
     LOG_RATIO_LIMIT,
@@ -41,6 +43,9 @@ from sb3_ppo_variants.losses.entropy import EntropyBonus
 from sb3_ppo_variants.losses.kl import KLEarlyStop, kl_per_sample
 from sb3_ppo_variants.losses.surrogate import ClippedSurrogate
 from sb3_ppo_variants.losses.value import ValueLoss
+
+# What scoring a minibatch returns: (batch, terms, loss, approx_kl, flat gradients or None).
+Scored = tuple[Minibatch | None, list[LossTerm], th.Tensor, th.Tensor, tuple[th.Tensor, ...] | None]
 
 
 def default_loss() -> list[LossComponent]:
@@ -128,7 +133,7 @@ class LossComponentsMixin:
     recompute_advantages: bool = False
     vf_learning_rate: float | Schedule | None = None
     compile: bool | dict[str, Any] = False
-    _compiled_score: Callable[..., Any] | None = None
+    _compiled_score: _CompiledScore | None = None
 
     # --- configuration ------------------------------------------------------------------
 
@@ -277,15 +282,16 @@ class LossComponentsMixin:
         stats: dict[str, list[Stat]] = defaultdict(list)
         loss: th.Tensor | None = None
         stop_reason: str | None = None
-        score, stoppers = self._scorer(), [component for component in self.loss if component.stops_early]
+        stoppers = [component for component in self.loss if component.stops_early]
         keep_batch, progress_remaining = bool(stoppers), self._current_progress_remaining  # type: ignore[attr-defined]
         parameters = list(self.policy.parameters())
         with OptimizerStep.for_optimizer(self.policy.optimizer, parameters, fused=bool(self.compile)) as optimizer:
+            score = self._scorer(optimizer, keep_batch)
             for epoch in range(self.n_epochs):
                 self._prepare_advantages(epoch)
                 approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
                 for index, rollout_data in enumerate(self._minibatches()):
-                    batch, terms, loss, kl = score(rollout_data, old_policy, keep_batch, progress_remaining)
+                    batch, terms, loss, kl, grads = score(rollout_data, old_policy, keep_batch, progress_remaining)
                     for term in terms:
                         for key, value in term.stats.items():
                             stats[key].append(value.detach() if isinstance(value, th.Tensor) else value)
@@ -296,7 +302,7 @@ class LossComponentsMixin:
                             print(f"Early stopping at step {epoch} due to {stop_reason}")
                         break
                     optimizer.zero_grad()
-                    loss.backward()
+                    optimizer.backward(loss, grads)
                     grad_norm = optimizer.clip_grad_norm(self.max_grad_norm)
                     self._check_finite(loss, grad_norm, terms, epoch, index)
                     optimizer.step()
@@ -324,13 +330,74 @@ class LossComponentsMixin:
             approx_kl = batch.mean(kl_per_sample(batch, "k3"))
         return (batch if keep_batch else None), terms, _total(terms), approx_kl
 
-    def _scorer(self) -> Callable[..., tuple[Minibatch | None, list[LossTerm], th.Tensor, th.Tensor]]:
-        """``_score_minibatch``, compiled by ``torch.compile`` once per model with ``compile``."""
+    def _scorer(self, optimizer: OptimizerStep, keep_batch: bool) -> Callable[..., Scored]:
+        """How this call scores a minibatch: ``_score_minibatch``, compiled with ``compile``.
+
+        Returns ``(batch, terms, loss, approx_kl, flat_grads)``; ``flat_grads`` is ``None`` where
+        autograd's ``backward()`` follows (see :class:`_CompiledScore` for when).
+        """
         if not self.compile:
-            return self._score_minibatch
+            return self._score_for_backward
         if self._compiled_score is None:
-            self._compiled_score = th.compile(self._score_minibatch, **compile_options(self.compile))
-        return self._compiled_score
+            self._compiled_score = _CompiledScore(self)
+        return self._compiled_score.scorer(optimizer, keep_batch)
+
+    def _score_for_backward(self, *arguments: Any) -> Scored:
+        return (*self._score_minibatch(*arguments), None)
+
+    def _parameter_layout(self, optimizer: FlatAdam) -> tuple[tuple[tuple[str, int, th.Size], ...], ...]:
+        """Per flat buffer, each policy parameter's name, offset and shape (plain data for the graph)."""
+        names = {id(p): name for name, p in self.policy.named_parameters()}
+        return tuple(tuple((names[id(p)], offset, p.shape) for p, offset in group) for group in optimizer.layout)
+
+    def _score_and_differentiate(
+        self,
+        holder: _PolicyHolder,
+        flats: tuple[th.Tensor, ...],
+        layout: tuple[tuple[tuple[str, int, th.Size], ...], ...],
+        rollout_data: Any,
+        old_policy: BasePolicy | None,
+        keep_batch: bool,
+        progress_remaining: float,
+    ) -> Scored:
+        """``_score_minibatch`` and the gradient of its loss with respect to the flat parameters.
+
+        ``torch.func`` differentiates the score with the policy's parameters as views of the
+        optimizer's flat buffers, so under ``torch.compile`` the forward pass, the loss and the
+        backward pass are one graph, and the gradient comes out flat: no autograd engine and no
+        per-parameter gradients to gather. Statistics that are not tensors (clip ranges) cannot
+        leave ``torch.func``; they leave through ``settings``.
+        """
+        settings: list[tuple[list[str], dict[str, Stat]]] = []  # each term's statistic names, and its non-tensors
+
+        def loss_of(flats: tuple[th.Tensor, ...]) -> tuple[th.Tensor, Any]:
+            parameters = {
+                f"policy.{name}": flat[offset : offset + shape.numel()].view(shape)
+                for flat, group in zip(flats, layout, strict=True)
+                for name, offset, shape in group
+            }
+            policies = [self.policy] if old_policy is None else [self.policy, old_policy]
+            kept = _distribution_state(policies)
+            _, terms, loss, approx_kl = th.func.functional_call(
+                holder, parameters, (self._score_minibatch, rollout_data, old_policy, False, progress_remaining)
+            )
+            # SB3's distributions keep the last one they made; one made of torch.func's tensors
+            # must not outlive the call.
+            _restore_distribution_state(kept)
+            tensors = []
+            for term in terms:
+                tensors.append({key: value for key, value in term.stats.items() if isinstance(value, th.Tensor)})
+                floats = {key: value for key, value in term.stats.items() if not isinstance(value, th.Tensor)}
+                settings.append((list(term.stats), floats))
+            term_losses = {index: term.loss for index, term in enumerate(terms) if term.loss is not None}
+            return loss, (term_losses, tensors, approx_kl)
+
+        grads, (loss, (term_losses, tensors, approx_kl)) = th.func.grad_and_value(loss_of, has_aux=True)(flats)
+        terms = []
+        for index, (stats, (names, floats)) in enumerate(zip(tensors, settings, strict=True)):
+            merged = {**floats, **stats}
+            terms.append(LossTerm(term_losses.get(index), {name: merged[name] for name in names}))
+        return None, terms, loss, approx_kl, grads
 
     def _minibatches(self) -> Iterator[Any]:
         """``rollout_buffer.get(batch_size)``, bit for bit, with less work per minibatch.
@@ -527,6 +594,97 @@ def _check_compile_toolchain(compile: bool | dict[str, Any], device: th.device) 
             "on the CPU, and none is on PATH: accepted values are compile=False, or install one "
             "(Debian: apt-get install g++)."
         )
+
+
+class _CompiledScore:
+    """A model's compiled scoring functions, built on its first ``train()`` call (not saved).
+
+    ``functional`` (:meth:`LossComponentsMixin._score_and_differentiate`) is the fast one: the
+    gradient comes from ``torch.func`` in the same graph. It needs Adam on flat buffers
+    (:class:`FlatAdam`) and a policy that traces as one graph (SB3's image check branches on
+    numpy, which does not), and it cannot hand the minibatch back to a component that stops
+    early. ``backward`` compiles the score alone and leaves the gradient to autograd.
+    """
+
+    def __init__(self, algorithm: LossComponentsMixin) -> None:
+        options = compile_options(algorithm.compile)
+        self.algorithm = algorithm
+        self.backward = _compile_for_this_model(algorithm._score_for_backward, options)
+        # One graph or none: a graph break inside torch.func would run part of it eagerly.
+        self.functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
+        self.traces_as_one_graph: bool | None = None  # known after the first call
+        self.holder = _PolicyHolder(algorithm.policy)  # type: ignore[attr-defined]
+
+    def scorer(self, optimizer: OptimizerStep, keep_batch: bool) -> Callable[..., Scored]:
+        fast = isinstance(optimizer, FlatAdam) and optimizer.fused and not keep_batch
+        if not fast or self.traces_as_one_graph is False:
+            return self.backward
+        flats, layout = optimizer.flat_parameters, self.algorithm._parameter_layout(optimizer)
+
+        def score(*arguments: Any) -> Scored:
+            if self.traces_as_one_graph:
+                return self.functional(self.holder, flats, layout, *arguments)
+            if self.traces_as_one_graph is False:  # found out at an earlier minibatch of this call
+                return self.backward(*arguments)
+            try:  # tracing comes before running and changes nothing, so falling back loses nothing
+                scored = self.functional(self.holder, flats, layout, *arguments)
+            except th._dynamo.exc.TorchDynamoException as error:
+                self.traces_as_one_graph = False
+                warnings.warn(
+                    f"compile: the policy's update does not trace as one graph ({type(error).__name__}), so its "
+                    "gradient comes from autograd's backward() instead, at more time per update.",
+                    stacklevel=2,
+                )
+                return self.backward(*arguments)
+            self.traces_as_one_graph = True
+            return scored
+
+        return score
+
+
+def _compile_for_this_model(method: Any, options: dict[str, Any]) -> Callable[..., Any]:
+    """``torch.compile`` of a bound method, through a copy of its code object.
+
+    Dynamo keeps compiled graphs per code object and stops compiling one after
+    ``recompile_limit`` (8) variants; each model guards on its own ``self``, so without a copy
+    the ninth model in a process (a tuning study's ninth trial) would find the limit reached.
+    """
+    function = method.__func__
+    code = function.__code__.replace()  # an equal, distinct code object
+    copy = types.FunctionType(
+        code, function.__globals__, function.__name__, function.__defaults__, closure=function.__closure__
+    )
+    return th.compile(types.MethodType(copy, method.__self__), **options)
+
+
+class _PolicyHolder(th.nn.Module):
+    """Holds the policy as ``policy``, so ``torch.func.functional_call`` can swap its parameters
+    around a call of any function."""
+
+    def __init__(self, policy: BasePolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, function: Callable[..., Any], *arguments: Any) -> Any:
+        return function(*arguments)
+
+
+# What SB3's and sb3-contrib's distribution objects keep of the last distribution they made.
+_DISTRIBUTION_STATE = ("distribution", "distributions", "_latent_sde")
+
+
+def _distribution_state(policies: Sequence[BasePolicy]) -> list[tuple[Any, str, Any]]:
+    return [
+        (policy.action_dist, name, getattr(policy.action_dist, name))  # type: ignore[attr-defined]
+        for policy in policies
+        for name in _DISTRIBUTION_STATE
+        if hasattr(policy.action_dist, name)  # type: ignore[attr-defined]
+    ]
+
+
+def _restore_distribution_state(kept: list[tuple[Any, str, Any]]) -> None:
+    for owner, name, value in kept:
+        setattr(owner, name, value)
 
 
 def current_distribution(policy: BasePolicy) -> Any:

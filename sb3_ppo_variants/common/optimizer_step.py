@@ -57,6 +57,16 @@ class OptimizerStep:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()
 
+    def backward(self, loss: th.Tensor, flat_grads: tuple[th.Tensor, ...] | None = None) -> None:
+        """``loss.backward()``, or take the gradients already computed with the loss.
+
+        ``flat_grads``: one flat gradient per parameter group, laid out as :attr:`FlatAdam.layout`
+        (from ``torch.func`` under ``compile=True``); only :class:`FlatAdam` takes them.
+        """
+        if flat_grads is not None:
+            raise TypeError(f"{type(self).__name__} takes no flat gradients")
+        loss.backward()
+
     def clip_grad_norm(self, max_norm: float) -> th.Tensor:
         return th.nn.utils.clip_grad_norm_(self.parameters, max_norm)
 
@@ -115,25 +125,47 @@ class FlatAdam(OptimizerStep):
         self.step_count = counts.pop()  # written to the state tensors by finish()
         self.flat_grads: list[th.Tensor] | None = None
 
+    @property
+    def flat_parameters(self) -> tuple[th.Tensor, ...]:
+        """Each parameter group's flat parameter buffer; every parameter is a view of one."""
+        return tuple(flat.param for flat in self.groups)
+
+    @property
+    def layout(self) -> tuple[tuple[tuple[th.nn.Parameter, int], ...], ...]:
+        """Per group, each parameter and its offset in the group's flat buffer."""
+        return tuple(tuple(zip(flat.params, flat.offsets, strict=True)) for flat in self.groups)
+
     def zero_grad(self) -> None:
         for p in self.group_parameters:
             p.grad = None
         self.flat_grads = None
+
+    def backward(self, loss: th.Tensor, flat_grads: tuple[th.Tensor, ...] | None = None) -> None:
+        if flat_grads is None:
+            loss.backward()
+        else:
+            self.flat_grads = list(flat_grads)
 
     def finish(self) -> None:
         if self.regular:
             for step in self.steps:
                 step.fill_(self.step_count)
         if self.flat_grads is not None:  # p.grad holds the clipped gradient after a torch step
-            for flat in self.groups:
-                th._foreach_copy_([p.grad for p in flat.params], flat.grad_views)
+            for flat, grad in zip(self.groups, self.flat_grads, strict=True):
+                for p, view in zip(flat.params, flat.views(grad), strict=True):
+                    if p.grad is None:  # the gradient came flat, from torch.func
+                        p.grad = th.empty_like(p)
+                    p.grad.copy_(view)
 
     def clip_grad_norm(self, max_norm: float) -> th.Tensor:
-        if not self.regular or any(p.grad is None for p in self.group_parameters):
-            self.finish()  # torch's step reads the step counts
-            self.regular = False
-            return super().clip_grad_norm(max_norm)
-        self.flat_grads = [flat.gather_grads() for flat in self.groups]
+        if self.flat_grads is None:
+            if not self.regular or any(p.grad is None for p in self.group_parameters):
+                self.finish()  # torch's step reads the step counts
+                self.regular = False
+                return super().clip_grad_norm(max_norm)
+            self.flat_grads = [flat.gather_grads() for flat in self.groups]
+        elif not self.fused:
+            raise ValueError("flat gradients need FlatAdam(fused=True): the exact norm is taken tensor by tensor")
         if self.fused:
             norms = [grad.norm() for grad in self.flat_grads]
             total_norm = norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
@@ -227,7 +259,7 @@ class _FlatGroup:
         self.param = self._bind([p.data for p in self.params], lambda p, view: setattr(p, "data", view))
         self.exp_avg, self.exp_avg_sq = (self._bind_state(optimizer, key) for key in ("exp_avg", "exp_avg_sq"))
         self.grad = th.zeros(size)
-        self.grad_views = self._views(self.grad)
+        self.grad_views = self.views(self.grad)
 
     def _bind_state(self, optimizer: th.optim.Optimizer, key: str) -> th.Tensor:
         def rebind(p: th.nn.Parameter, view: th.Tensor) -> None:
@@ -237,13 +269,14 @@ class _FlatGroup:
 
     def _bind(self, tensors: list[th.Tensor], rebind: Callable[[th.nn.Parameter, th.Tensor], None]) -> th.Tensor:
         flat = th.zeros(self.size)
-        views = self._views(flat)
+        views = self.views(flat)
         th._foreach_copy_(views, [tensor.detach() for tensor in tensors])
         for p, view in zip(self.params, views, strict=True):
             rebind(p, view)
         return flat
 
-    def _views(self, flat: th.Tensor) -> list[th.Tensor]:
+    def views(self, flat: th.Tensor) -> list[th.Tensor]:
+        """Each parameter's place in a flat tensor laid out like this group."""
         return [flat[o : o + p.numel()].view_as(p) for p, o in zip(self.params, self.offsets, strict=True)]
 
     def gather_grads(self) -> th.Tensor:
