@@ -8,7 +8,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
-from sb3_ppo_variants.common.loss_algorithm import compile_options
+from sb3_ppo_variants.common.loss_algorithm import _reads_progress, compile_options, default_loss
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm
 from tests.conftest import ACTION_SPACES, DictEnv, ImageEnv, SpaceEnv
@@ -91,7 +91,7 @@ def test_compiled_update_equals_the_default_update_up_to_rounding(case):
     one_graph = {"exact-kl-and-early-stop": None, "cnn": False, "multidiscrete": False, "masked": False}.get(case, True)
     default = one_update(False)
     if one_graph is False:
-        with pytest.warns(UserWarning, match="does not trace as one graph"):
+        with pytest.warns(UserWarning, match="does not compile as one graph"):
             compiled = one_update(compile)
     else:
         compiled = one_update(compile)
@@ -124,6 +124,36 @@ def test_more_compiled_models_in_one_process_than_dynamos_recompile_limit():
         model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=32, n_epochs=1, seed=seed, compile=TRACE_ONLY)
         model.learn(32)
         assert model._compiled_score.traces_as_one_graph is True
+
+
+def test_only_a_component_with_a_schedule_or_of_unknown_code_reads_progress_remaining():
+    assert not _reads_progress(default_loss())  # SB3 wraps the constant clip range as a schedule
+    model = PPOVariant("MlpPolicy", "CartPole-v1", clip_range=lambda progress: 0.2 * progress)
+    model._bind_linked_hyperparameters()
+    assert _reads_progress(model.loss)
+    assert _reads_progress([*default_loss(), NaNTerm()])
+
+
+def test_a_schedule_compiles_the_score_and_keeps_autograds_backward():
+    """torch.func would specialise on progress_remaining and compile a graph per train() call."""
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    schedule = {"clip_range": lambda progress: 0.2 * progress}
+    model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, compile=TRACE_ONLY, **schedule)
+    model.learn(32 * 3)
+    assert model._compiled_score.traces_as_one_graph is None
+    assert model.logger.name_to_value["train/clip_range"] == pytest.approx(0.2 * model._current_progress_remaining)
+
+
+def test_a_field_that_changes_every_call_ends_on_autograd_with_a_warning_and_keeps_training():
+    """The adaptive KL coefficient is a new constant every train() call: past dynamo's
+    recompile limit the one-graph path cannot compile, and scoring moves to backward()."""
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    loss = [ClippedSurrogate(), ValueLoss(), {"name": "kl_penalty", "estimator": "k3", "target": 1e-6}]
+    model = PPOVariant("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, loss=loss, compile=TRACE_ONLY)
+    with pytest.warns(UserWarning, match="does not compile as one graph"):
+        model.learn(16 * (th._dynamo.config.recompile_limit + 3))
+    assert model._compiled_score.traces_as_one_graph is False
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
 
 
 def test_compiled_model_saves_loads_and_compiles_again(tmp_path):

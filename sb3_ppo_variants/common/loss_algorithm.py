@@ -8,6 +8,7 @@ divergence guard and saving the loss are the same for all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pathlib
@@ -24,7 +25,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples, Schedule
-from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, explained_variance, obs_as_tensor
 
 from sb3_ppo_variants.common.config import load_config
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
@@ -601,9 +602,13 @@ class _CompiledScore:
 
     ``functional`` (:meth:`LossComponentsMixin._score_and_differentiate`) is the fast one: the
     gradient comes from ``torch.func`` in the same graph. It needs Adam on flat buffers
-    (:class:`FlatAdam`) and a policy that traces as one graph (SB3's image check branches on
-    numpy, which does not), and it cannot hand the minibatch back to a component that stops
-    early. ``backward`` compiles the score alone and leaves the gradient to autograd.
+    (:class:`FlatAdam`), a policy that compiles as one graph (SB3 reads some numpy values as
+    tensors: the image check, MultiDiscrete's split sizes, a Discrete observation's ``n``) and
+    no schedule a component reads; it cannot hand the minibatch back to a component that stops
+    early. ``backward`` compiles the score alone and leaves the gradient to autograd. If the
+    functional graph ever fails to compile (dynamo's recompile limit, when a component's field
+    changes every call), scoring moves to ``backward`` for good, with a warning; dynamo fails
+    while tracing, before anything runs, so nothing is lost.
     """
 
     def __init__(self, algorithm: LossComponentsMixin) -> None:
@@ -611,35 +616,54 @@ class _CompiledScore:
         self.algorithm = algorithm
         self.backward = _compile_for_this_model(algorithm._score_for_backward, options)
         # One graph or none: a graph break inside torch.func would run part of it eagerly.
-        self.functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
+        functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
+        self.functional = th._dynamo.config.patch(specialize_float=False)(functional)
         self.traces_as_one_graph: bool | None = None  # known after the first call
         self.holder = _PolicyHolder(algorithm.policy)  # type: ignore[attr-defined]
 
     def scorer(self, optimizer: OptimizerStep, keep_batch: bool) -> Callable[..., Scored]:
+        # Under torch.func, dynamo specialises on progress_remaining: a new value would mean a
+        # new graph every train() call. Where no component can read it, one value serves.
         fast = isinstance(optimizer, FlatAdam) and optimizer.fused and not keep_batch
-        if not fast or self.traces_as_one_graph is False:
+        if not fast or self.traces_as_one_graph is False or _reads_progress(self.algorithm.loss):
             return self.backward
         flats, layout = optimizer.flat_parameters, self.algorithm._parameter_layout(optimizer)
 
-        def score(*arguments: Any) -> Scored:
-            if self.traces_as_one_graph:
-                return self.functional(self.holder, flats, layout, *arguments)
-            if self.traces_as_one_graph is False:  # found out at an earlier minibatch of this call
-                return self.backward(*arguments)
-            try:  # tracing comes before running and changes nothing, so falling back loses nothing
-                scored = self.functional(self.holder, flats, layout, *arguments)
-            except th._dynamo.exc.TorchDynamoException as error:
-                self.traces_as_one_graph = False
-                warnings.warn(
-                    f"compile: the policy's update does not trace as one graph ({type(error).__name__}), so its "
-                    "gradient comes from autograd's backward() instead, at more time per update.",
-                    stacklevel=2,
-                )
-                return self.backward(*arguments)
-            self.traces_as_one_graph = True
-            return scored
+        def score(rollout_data: Any, old_policy: Any, keep_batch: bool, progress_remaining: float) -> Scored:
+            if self.traces_as_one_graph is not False:
+                progress = 1.0  # read by no component (see above)
+                try:  # tracing comes before running and changes nothing, so falling back loses nothing
+                    scored = self.functional(self.holder, flats, layout, rollout_data, old_policy, keep_batch, progress)
+                    self.traces_as_one_graph = True
+                    return scored
+                except (th._dynamo.exc.TorchDynamoException, th._dynamo.exc.FailOnRecompileLimitHit) as error:
+                    self.traces_as_one_graph = False
+                    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    warnings.warn(
+                        f"compile: the policy's update does not compile as one graph ({reason}), so from now on "
+                        "its gradient comes from autograd's backward(), at more time per update.",
+                        stacklevel=2,
+                    )
+            return self.backward(rollout_data, old_policy, keep_batch, progress_remaining)
 
         return score
+
+
+def _reads_progress(components: Sequence[LossComponent]) -> bool:
+    """Whether a component may read ``Minibatch.progress_remaining``.
+
+    This package's components read it only to evaluate a schedule; SB3 wraps constants as
+    ``FloatSchedule(ConstantSchedule)``, which ignores it. Any other component might.
+    """
+    for component in components:
+        if type(component).__module__.split(".")[0] != "sb3_ppo_variants" or not dataclasses.is_dataclass(component):
+            return True
+        for field in dataclasses.fields(component):
+            value = getattr(component, field.name)
+            constant = isinstance(value, FloatSchedule) and isinstance(value.value_schedule, ConstantSchedule)
+            if callable(value) and not constant:
+                return True
+    return False
 
 
 def _compile_for_this_model(method: Any, options: dict[str, Any]) -> Callable[..., Any]:
