@@ -126,12 +126,17 @@ def test_more_compiled_models_in_one_process_than_dynamos_recompile_limit():
         assert model._compiled_score.traces_as_one_graph is True
 
 
-def test_only_a_component_with_a_schedule_or_of_unknown_code_reads_progress_remaining():
+def test_a_component_reads_progress_remaining_if_it_says_so_or_holds_a_schedule():
     assert not _reads_progress(default_loss())  # SB3 wraps the constant clip range as a schedule
     model = PPOVariant("MlpPolicy", "CartPole-v1", clip_range=lambda progress: 0.2 * progress)
     model._bind_linked_hyperparameters()
     assert _reads_progress(model.loss)
-    assert _reads_progress([*default_loss(), NaNTerm()])
+    assert _reads_progress([*default_loss(), NaNTerm()])  # code of its own, unless it says otherwise
+
+    class Quiet(NaNTerm):
+        reads_progress = False
+
+    assert not _reads_progress([*default_loss(), Quiet()])
 
 
 def test_a_schedule_compiles_the_score_and_keeps_autograds_backward():

@@ -8,7 +8,6 @@ divergence guard and saving the loss are the same for all of them.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import pathlib
@@ -652,14 +651,13 @@ class _CompiledScore:
 def _reads_progress(components: Sequence[LossComponent]) -> bool:
     """Whether a component may read ``Minibatch.progress_remaining``.
 
-    This package's components read it only to evaluate a schedule; SB3 wraps constants as
-    ``FloatSchedule(ConstantSchedule)``, which ignores it. Any other component might.
+    One that says so (:attr:`LossComponent.reads_progress`), or one with a schedule in a field;
+    SB3 wraps constants as ``FloatSchedule(ConstantSchedule)``, which ignores it.
     """
     for component in components:
-        if type(component).__module__.split(".")[0] != "sb3_ppo_variants" or not dataclasses.is_dataclass(component):
+        if component.reads_progress:
             return True
-        for field in dataclasses.fields(component):
-            value = getattr(component, field.name)
+        for value in vars(component).values():
             constant = isinstance(value, FloatSchedule) and isinstance(value.value_schedule, ConstantSchedule)
             if callable(value) and not constant:
                 return True

@@ -93,6 +93,11 @@ class LossComponent:
     so a callback that sets ``model.clip_range`` changes the loss, as in SB3."""
     needs_old_distribution: ClassVar[bool] = False
     """Ask the algorithm for the pre-update distribution (``Minibatch.old_distribution``)."""
+    reads_progress: ClassVar[bool] = True
+    """Whether ``__call__`` may read ``batch.progress_remaining`` other than by ``value_at`` of
+    its own fields (a schedule in a field is seen anyway). Under ``compile=True`` such a
+    component keeps autograd's ``backward()``, since the value changes every ``train()`` call;
+    set it to ``False`` when the component does not read it."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -87,6 +87,7 @@ class KLPenalty(LossComponent):
     """``"exact"``, ``"k1"``, ``"k2"`` or ``"k3"``."""
 
     name: ClassVar[str] = "kl_penalty"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
 
     def __post_init__(self) -> None:
         check_number("coef", self.coef, low_inclusive=not self.adaptive)
@@ -126,6 +127,7 @@ class KLEarlyStop(LossComponent):
     """``"exact"``, ``"k1"``, ``"k2"`` or ``"k3"`` (SB3's)."""
 
     name: ClassVar[str] = "kl_early_stop"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"target": "target_kl"}
 
     def __post_init__(self) -> None:

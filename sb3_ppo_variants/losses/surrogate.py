@@ -54,6 +54,7 @@ class ClippedSurrogate(LossComponent):
     """``eps_high`` for the upper bound ``1 + eps_high`` (float or schedule); ``None``: ``eps``."""
 
     name: ClassVar[str] = "clipped_surrogate"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ class Surrogate(LossComponent):
     """
 
     name: ClassVar[str] = "surrogate"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         return _policy_term(batch, batch.ratio * batch.advantages)
@@ -123,6 +125,7 @@ class RollbackSurrogate(LossComponent):
     """``alpha`` >= 0: the slope that pushes the ratio back once it leaves the band."""
 
     name: ClassVar[str] = "rollback_surrogate"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
 
     def __post_init__(self) -> None:
@@ -171,6 +174,7 @@ class TrustRegionRollbackSurrogate(LossComponent):
     """``alpha`` >= 0: the reversed slope on rolled-back samples (0 stops their gradient)."""
 
     name: ClassVar[str] = "trust_region_rollback_surrogate"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     needs_old_distribution: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -214,6 +218,7 @@ class SPOSurrogate(LossComponent):
     """``eps`` (float or schedule). Mirrors the algorithm's ``clip_range``."""
 
     name: ClassVar[str] = "spo_surrogate"
+    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
 
     def __post_init__(self) -> None:

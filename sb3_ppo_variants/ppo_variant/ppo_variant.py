@@ -47,15 +47,18 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
     :param vf_learning_rate: A learning rate (float or schedule) for the parameters only the
         value function uses, in a second optimizer group; shared parameters keep
         ``learning_rate``. ``None``: one learning rate (SB3). SB3 issue #338.
-    :param compile: The fast path. ``True`` compiles each minibatch's evaluation and loss (the
-        policy's forward pass, every component and their sum, with its backward pass) with
-        ``torch.compile``, and steps Adam with torch's fused kernel over one flat buffer. The
-        result equals the default path up to float rounding rather than bit for bit. Compiling
-        costs seconds in the first ``train()`` call (on a 2-core CPU: about 10 s the first time on
-        a machine, about 2 s once torch's on-disk cache in ``TMPDIR`` holds the kernels), so it
-        pays off over longer runs. A dict is passed to ``torch.compile`` as keyword arguments
-        (``{"backend": "aot_eager"}``, ``{"dynamic": True}``); with the default inductor backend,
-        ``options`` gets ``"cpp.vec_isa_ok": True`` (trust the CPU flags for the vector
+    :param compile: The fast path. ``True`` compiles each minibatch's update with
+        ``torch.compile``: the policy's forward pass, every component, their sum, and the gradient,
+        which ``torch.func`` takes in the same graph and hands flat to Adam (torch's fused kernel
+        over one flat buffer). Where that one graph is not possible (a component that stops early,
+        a schedule a component reads, a policy SB3 evaluates with numpy values), the score is
+        compiled and autograd's ``backward()`` follows, as a warning says when compiling failed.
+        The result equals the default path up to float rounding rather than bit for bit.
+        Compiling costs seconds in the first ``train()`` call (on a 2-core CPU: about 10 s the
+        first time on a machine, about 3 s once torch's on-disk cache in ``TMPDIR`` holds the
+        kernels), so it pays off over longer runs. A dict is passed to ``torch.compile`` as keyword
+        arguments (``{"backend": "aot_eager"}``, ``{"dynamic": True}``); with the default inductor
+        backend, ``options`` gets ``"cpp.vec_isa_ok": True`` (trust the CPU flags for the vector
         instruction set) unless the dict sets it. The default backend needs a C++ compiler.
 
     The other parameters are SB3's: ``learning_rate`` (float or schedule), ``n_steps``,
