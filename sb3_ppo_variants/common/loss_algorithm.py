@@ -357,7 +357,6 @@ class LossComponentsMixin:
         layout: tuple[tuple[tuple[str, int, th.Size], ...], ...],
         rollout_data: Any,
         old_policy: BasePolicy | None,
-        keep_batch: bool,
         progress_remaining: float,
     ) -> Scored:
         """``_score_minibatch`` and the gradient of its loss with respect to the flat parameters.
@@ -615,8 +614,7 @@ class _CompiledScore:
         self.algorithm = algorithm
         self.backward = _compile_for_this_model(algorithm._score_for_backward, options)
         # One graph or none: a graph break inside torch.func would run part of it eagerly.
-        functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
-        self.functional = th._dynamo.config.patch(specialize_float=False)(functional)
+        self.functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
         self.traces_as_one_graph: bool | None = None  # known after the first call
         self.holder = _PolicyHolder(algorithm.policy)  # type: ignore[attr-defined]
 
@@ -632,7 +630,7 @@ class _CompiledScore:
             if self.traces_as_one_graph is not False:
                 progress = 1.0  # read by no component (see above)
                 try:  # tracing comes before running and changes nothing, so falling back loses nothing
-                    scored = self.functional(self.holder, flats, layout, rollout_data, old_policy, keep_batch, progress)
+                    scored = self.functional(self.holder, flats, layout, rollout_data, old_policy, progress)
                     self.traces_as_one_graph = True
                     return scored
                 except (th._dynamo.exc.TorchDynamoException, th._dynamo.exc.FailOnRecompileLimitHit) as error:
