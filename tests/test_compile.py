@@ -209,8 +209,9 @@ def test_compile_without_a_cpp_compiler_is_refused_at_construction(monkeypatch):
     PPOVariant("MlpPolicy", "CartPole-v1", compile=TRACE_ONLY)  # a backend that builds nothing needs none
 
 
-def test_compile_options_trust_the_cpu_flags_unless_told_otherwise():
-    assert compile_options(True) == {"options": {"cpp.vec_isa_ok": True}}
-    assert compile_options({"options": {"cpp.vec_isa_ok": None}}) == {"options": {"cpp.vec_isa_ok": None}}
+def test_compile_options_build_one_cpp_library_per_graph_unless_told_otherwise():
+    ours = {"cpp.vec_isa_ok": True, "cpp_wrapper": True, "cpp_cache_precompile_headers": False}
+    assert compile_options(True) == {"options": ours}
+    assert compile_options({"options": {"cpp_wrapper": False}}) == {"options": {**ours, "cpp_wrapper": False}}
     assert compile_options({"mode": "max-autotune-no-cudagraphs"}) == {"mode": "max-autotune-no-cudagraphs"}
     assert compile_options(TRACE_ONLY) == TRACE_ONLY

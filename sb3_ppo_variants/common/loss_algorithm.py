@@ -577,9 +577,19 @@ def compile_options(compile: bool | dict[str, Any]) -> dict[str, Any]:
     """``torch.compile`` keyword arguments for the ``compile`` argument (the user's win)."""
     options = {} if compile is True else dict(compile)  # type: ignore[arg-type]
     if options.get("backend", "inductor") == "inductor" and "mode" not in options:  # mode excludes options
-        # Trust the CPU's flags for the vector instruction set: by default inductor builds and
-        # loads a test library per instruction set in every new process (about 1 s here).
-        options["options"] = {"cpp.vec_isa_ok": True, **options.get("options", {})}
+        options["options"] = {
+            # Trust the CPU's flags for the vector instruction set: by default inductor builds and
+            # loads a test library per instruction set in every new process (about 1 s here).
+            "cpp.vec_isa_ok": True,
+            # One C++ library per graph, wrapper included: the kernels are called from C++ rather
+            # than Python (about 10% less time per update here), and a graph is one compiler
+            # run rather than one per kernel.
+            "cpp_wrapper": True,
+            # Parsing torch's headers in that one run costs less than building the precompiled
+            # header (about 4 s, once per machine) and then reading it.
+            "cpp_cache_precompile_headers": False,
+            **options.get("options", {}),
+        }
     return options
 
 

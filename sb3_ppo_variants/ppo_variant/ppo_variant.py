@@ -54,12 +54,14 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         a schedule a component reads, a policy SB3 evaluates with numpy values), the score is
         compiled and autograd's ``backward()`` follows, as a warning says when compiling failed.
         The result equals the default path up to float rounding rather than bit for bit.
-        Compiling costs seconds in the first ``train()`` call (on a 2-core CPU: about 10 s the
-        first time on a machine, about 3 s once torch's on-disk cache in ``TMPDIR`` holds the
-        kernels), so it pays off over longer runs. A dict is passed to ``torch.compile`` as keyword
-        arguments (``{"backend": "aot_eager"}``, ``{"dynamic": True}``); with the default inductor
-        backend, ``options`` gets ``"cpp.vec_isa_ok": True`` (trust the CPU flags for the vector
-        instruction set) unless the dict sets it. The default backend needs a C++ compiler.
+        Compiling costs seconds in the first ``train()`` call (on a 2-core CPU: about 9 s the
+        first time, about 3 s once torch's on-disk cache in ``TMPDIR`` holds the graph), so it
+        pays off over longer runs. A dict is passed to ``torch.compile`` as keyword arguments
+        (``{"backend": "aot_eager"}``, ``{"dynamic": True}``); with the default inductor backend,
+        ``options`` gets ``"cpp.vec_isa_ok": True`` (trust the CPU flags for the vector
+        instruction set), ``"cpp_wrapper": True`` (one C++ library per graph) and
+        ``"cpp_cache_precompile_headers": False`` unless the dict sets them. The default backend
+        needs a C++ compiler.
 
     The other parameters are SB3's: ``learning_rate`` (float or schedule), ``n_steps``,
     ``batch_size``, ``n_epochs``, ``gamma``, ``gae_lambda``, ``clip_range`` (float or schedule),
