@@ -1,5 +1,8 @@
 """compile=True, the fast path: the same update as the default path up to float rounding."""
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch as th
@@ -149,11 +152,49 @@ def test_a_schedule_compiles_the_score_and_keeps_autograds_backward():
     assert model.logger.name_to_value["train/clip_range"] == pytest.approx(0.2 * model._current_progress_remaining)
 
 
+def test_an_adaptive_kl_coefficient_enters_the_graph_as_an_input_and_compiles_twice():
+    """The coefficient changes every train() call; baked in as a constant it would mean a new
+    graph every call. From its first change it is a graph input: one more graph, then none."""
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    def three_calls(compile):
+        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        loss = [ClippedSurrogate(), ValueLoss(), {"name": "kl_penalty", "estimator": "k3", "target": 1e-6}]
+        model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, loss=loss, compile=compile)
+        return model.learn(32 * 3)
+
+    compiled, default = three_calls({"backend": counting_backend}), three_calls(False)
+    assert len(graphs) == 2 and compiled._compiled_score.traces_as_one_graph is True
+    assert compiled.loss[2].coef == default.loss[2].coef == pytest.approx(0.2 / 2**3)  # a plain float, halved
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
+
+
+@dataclass
+class CallCounter(LossComponent):
+    """A term that reads a float inside a tuple that after_train changes: only plain float fields
+    become graph inputs, so this is a new constant for dynamo every call."""
+
+    calls: tuple[float, ...] = (0.0,)
+    name: ClassVar[str] = "call_counter"
+    reads_progress: ClassVar[bool] = False
+
+    def __call__(self, batch):
+        return LossTerm(batch.mean(batch.values) * 0.0 * self.calls[0])
+
+    def after_train(self, stats):
+        self.calls = (self.calls[0] + 1.0,)
+        return {}
+
+
 def test_a_field_that_changes_every_call_ends_on_autograd_with_a_warning_and_keeps_training():
-    """The adaptive KL coefficient is a new constant every train() call: past dynamo's
-    recompile limit the one-graph path cannot compile, and scoring moves to backward()."""
+    """Past dynamo's recompile limit the one-graph path cannot compile, and scoring moves to backward()."""
     env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
-    loss = [ClippedSurrogate(), ValueLoss(), {"name": "kl_penalty", "estimator": "k3", "target": 1e-6}]
+    loss = [ClippedSurrogate(), ValueLoss(), CallCounter()]
     model = PPOVariant("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, loss=loss, compile=TRACE_ONLY)
     with pytest.warns(UserWarning, match="does not compile as one graph"):
         model.learn(16 * (th._dynamo.config.recompile_limit + 3))

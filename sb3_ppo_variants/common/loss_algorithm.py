@@ -8,6 +8,7 @@ divergence guard and saving the loss are the same for all of them.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import pathlib
@@ -313,9 +314,14 @@ class LossComponentsMixin:
         self._record_train_stats(stats, loss)
 
     def _score_minibatch(
-        self, rollout_data: Any, old_policy: BasePolicy | None, keep_batch: bool, progress_remaining: float
+        self,
+        rollout_data: Any,
+        old_policy: BasePolicy | None,
+        keep_batch: bool,
+        progress_remaining: float,
+        components: Sequence[LossComponent] | None = None,
     ) -> tuple[Minibatch | None, list[LossTerm], th.Tensor, th.Tensor]:
-        """Evaluate a minibatch once, let each component add its term, and sum them.
+        """Evaluate a minibatch once, let each component (``self.loss`` unless given) add its term, and sum them.
 
         Returns the minibatch (``None`` unless ``keep_batch``: returning it costs a compiled
         function several outputs), the terms, the loss and SB3's ``approx_kl`` estimate. All the
@@ -325,7 +331,7 @@ class LossComponentsMixin:
         recompile every ``train()`` call.
         """
         batch = self._evaluate_minibatch(rollout_data, old_policy, progress_remaining)
-        terms = [component(batch) for component in self.loss]
+        terms = [component(batch) for component in (self.loss if components is None else components)]
         with th.no_grad():
             approx_kl = batch.mean(kl_per_sample(batch, "k3"))
         return (batch if keep_batch else None), terms, _total(terms), approx_kl
@@ -358,6 +364,7 @@ class LossComponentsMixin:
         rollout_data: Any,
         old_policy: BasePolicy | None,
         progress_remaining: float,
+        components: Sequence[LossComponent],
     ) -> Scored:
         """``_score_minibatch`` and the gradient of its loss with respect to the flat parameters.
 
@@ -377,9 +384,8 @@ class LossComponentsMixin:
             }
             policies = [self.policy] if old_policy is None else [self.policy, old_policy]
             kept = _distribution_state(policies)
-            _, terms, loss, approx_kl = th.func.functional_call(
-                holder, parameters, (self._score_minibatch, rollout_data, old_policy, False, progress_remaining)
-            )
+            arguments = (rollout_data, old_policy, False, progress_remaining, components)
+            _, terms, loss, approx_kl = th.func.functional_call(holder, parameters, (self._score_minibatch, *arguments))
             # SB3's distributions keep the last one they made; one made of torch.func's tensors
             # must not outlive the call.
             _restore_distribution_state(kept)
@@ -613,10 +619,11 @@ class _CompiledScore:
     (:class:`FlatAdam`), a policy that compiles as one graph (SB3 reads some numpy values as
     tensors: the image check, MultiDiscrete's split sizes, a Discrete observation's ``n``) and
     no schedule a component reads; it cannot hand the minibatch back to a component that stops
-    early. ``backward`` compiles the score alone and leaves the gradient to autograd. If the
-    functional graph ever fails to compile (dynamo's recompile limit, when a component's field
-    changes every call), scoring moves to ``backward`` for good, with a warning; dynamo fails
-    while tracing, before anything runs, so nothing is lost.
+    early. ``backward`` compiles the score alone and leaves the gradient to autograd. Both read
+    the components through :meth:`components`. If the functional graph ever fails to compile
+    (dynamo's recompile limit, when something dynamo bakes in changes every call), scoring moves
+    to ``backward`` for good, with a warning; dynamo fails while tracing, before anything runs,
+    so nothing is lost.
     """
 
     def __init__(self, algorithm: LossComponentsMixin) -> None:
@@ -627,20 +634,47 @@ class _CompiledScore:
         self.functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
         self.traces_as_one_graph: bool | None = None  # known after the first call
         self.holder = _PolicyHolder(algorithm.policy)  # type: ignore[attr-defined]
+        self._last_fields: list[dict[str, float]] | None = None  # each component's float fields, last call
+        self._varying: dict[tuple[int, str], th.Tensor] = {}  # (component index, field): its graph input
+
+    def components(self) -> list[LossComponent]:
+        """The loss components as the graph reads them.
+
+        Dynamo bakes a component's float fields into the graph as constants, so a field that
+        changes between calls (an adaptive KL coefficient, set by ``after_train``) would mean a
+        new graph every call, until dynamo's recompile limit. From its first change on, such a
+        field is a 0-d tensor in a copy of the component: an input of the graph, compiled once more.
+        """
+        loss = list(self.algorithm.loss)
+        fields = [{k: v for k, v in vars(c).items() if isinstance(v, float)} for c in loss]
+        for index, (now, last) in enumerate(zip(fields, self._last_fields or fields, strict=False)):
+            for name, value in now.items():
+                if last.get(name, value) != value and (index, name) not in self._varying:
+                    dtype = th.get_default_dtype()  # a float32 scalar rounds as a Python float would
+                    self._varying[index, name] = th.zeros((), dtype=dtype, device=self.algorithm.device)
+        self._last_fields = fields
+        for (index, name), tensor in self._varying.items():
+            if index < len(loss) and name in fields[index]:
+                if loss[index] is self.algorithm.loss[index]:
+                    loss[index] = copy.copy(loss[index])
+                tensor.fill_(fields[index][name])
+                setattr(loss[index], name, tensor)
+        return loss
 
     def scorer(self, optimizer: OptimizerStep, keep_batch: bool) -> Callable[..., Scored]:
         # Under torch.func, dynamo specialises on progress_remaining: a new value would mean a
         # new graph every train() call. Where no component can read it, one value serves.
+        components = self.components()
         fast = isinstance(optimizer, FlatAdam) and optimizer.fused and not keep_batch
         if not fast or self.traces_as_one_graph is False or _reads_progress(self.algorithm.loss):
-            return self.backward
+            return lambda *arguments: self.backward(*arguments, components)
         flats, layout = optimizer.flat_parameters, self.algorithm._parameter_layout(optimizer)
 
         def score(rollout_data: Any, old_policy: Any, keep_batch: bool, progress_remaining: float) -> Scored:
             if self.traces_as_one_graph is not False:
                 progress = 1.0  # read by no component (see above)
                 try:  # tracing comes before running and changes nothing, so falling back loses nothing
-                    scored = self.functional(self.holder, flats, layout, rollout_data, old_policy, progress)
+                    scored = self.functional(self.holder, flats, layout, rollout_data, old_policy, progress, components)
                     self.traces_as_one_graph = True
                     return scored
                 except (th._dynamo.exc.TorchDynamoException, th._dynamo.exc.FailOnRecompileLimitHit) as error:
@@ -651,7 +685,7 @@ class _CompiledScore:
                         "its gradient comes from autograd's backward(), at more time per update.",
                         stacklevel=2,
                     )
-            return self.backward(rollout_data, old_policy, keep_batch, progress_remaining)
+            return self.backward(rollout_data, old_policy, keep_batch, progress_remaining, components)
 
         return score
 
