@@ -55,6 +55,15 @@ CASES: dict[str, dict[str, Any]] = {
         "kwargs": {},
         "loss": ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}],
     },
+    # The same adaptive exact-KL penalty on the fast path, 100k steps, compile time included.
+    "cartpole-kl-penalty-compile": {
+        "env": "CartPole-v1",
+        "n_envs": 8,
+        "timesteps": 100_000,
+        "kwargs": {},
+        "ours_kwargs": {"compile": True},
+        "loss": ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}],
+    },
     # The Zoo's tuned hyperparameters: 256x256 ReLU networks, one environment, VecNormalize.
     "halfcheetah-zoo": {"env": "HalfCheetah-v5", "n_envs": 1, "timesteps": 10_240, "zoo": True, "kwargs": {}},
     # sb3-contrib's MaskablePPO against MaskablePPOVariant, its defaults, an env with invalid actions.

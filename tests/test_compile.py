@@ -62,6 +62,13 @@ CASES = {
         TRACE_ONLY,
         {"loss": KL_AND_EARLY_STOP},
     ),
+    "exact-kl-penalty": (
+        PPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0),
+        TRACE_ONLY,
+        {"loss": [ClippedSurrogate(), ValueLoss(), KLPenalty()]},
+    ),
     "two-learning-rates": (
         PPOVariant,
         "MlpPolicy",
@@ -152,24 +159,54 @@ def test_a_schedule_compiles_the_score_and_keeps_autograds_backward():
     assert model.logger.name_to_value["train/clip_range"] == pytest.approx(0.2 * model._current_progress_remaining)
 
 
-def test_an_adaptive_kl_coefficient_enters_the_graph_as_an_input_and_compiles_twice():
-    """The coefficient changes every train() call; baked in as a constant it would mean a new
-    graph every call. From its first change it is a graph input: one more graph, then none."""
-    graphs = []
+def _train_three_calls(loss, compile):
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, loss=loss, compile=compile)
+    return model.learn(32 * 3)
 
-    def counting_backend(graph_module, example_inputs):
+
+def _counting_backend(graphs):
+    def backend(graph_module, example_inputs):
         graphs.append(graph_module)
         return graph_module.forward
 
-    def three_calls(compile):
-        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
-        loss = [ClippedSurrogate(), ValueLoss(), {"name": "kl_penalty", "estimator": "k3", "target": 1e-6}]
-        model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, loss=loss, compile=compile)
-        return model.learn(32 * 3)
+    return {"backend": backend}
 
-    compiled, default = three_calls({"backend": counting_backend}), three_calls(False)
-    assert len(graphs) == 2 and compiled._compiled_score.traces_as_one_graph is True
+
+def test_an_adaptive_kl_coefficient_is_an_input_of_the_one_graph_from_the_first_call():
+    """The coefficient changes every train() call; baked in as a constant it would mean a new
+    graph every call. KLPenalty names it in varying_fields, so one graph serves every call."""
+    loss = [ClippedSurrogate(), ValueLoss(), {"name": "kl_penalty", "target": 1e-6}]  # exact KL: the old policy
+    graphs = []
+    compiled, default = _train_three_calls(loss, _counting_backend(graphs)), _train_three_calls(loss, False)
+    assert len(graphs) == 1 and compiled._compiled_score.traces_as_one_graph is True
     assert compiled.loss[2].coef == default.loss[2].coef == pytest.approx(0.2 / 2**3)  # a plain float, halved
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
+
+
+@dataclass
+class Shrinking(LossComponent):
+    """A value-loss term whose float weight after_train halves, without naming it in varying_fields."""
+
+    weight: float = 1.0
+    name: ClassVar[str] = "shrinking"
+    reads_progress: ClassVar[bool] = False
+
+    def __call__(self, batch):
+        return LossTerm(self.weight * batch.mean((batch.returns - batch.values) ** 2))
+
+    def after_train(self, stats):
+        self.weight /= 2
+        return {}
+
+
+def test_a_float_field_that_changes_unannounced_becomes_a_graph_input_at_one_more_compilation():
+    graphs = []
+    compiled = _train_three_calls([ClippedSurrogate(), Shrinking()], _counting_backend(graphs))
+    default = _train_three_calls([ClippedSurrogate(), Shrinking()], False)
+    assert len(graphs) == 2 and compiled._compiled_score.traces_as_one_graph is True
+    assert compiled.loss[1].weight == 1.0 / 2**3
     for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
         assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
 

@@ -642,14 +642,17 @@ class _CompiledScore:
 
         Dynamo bakes a component's float fields into the graph as constants, so a field that
         changes between calls (an adaptive KL coefficient, set by ``after_train``) would mean a
-        new graph every call, until dynamo's recompile limit. From its first change on, such a
-        field is a 0-d tensor in a copy of the component: an input of the graph, compiled once more.
+        new graph every call, until dynamo's recompile limit. Such a field is a 0-d tensor in a
+        copy of the component, an input of the graph: from the first call if the component names
+        it in :attr:`LossComponent.varying_fields`, otherwise from its first change on.
         """
         loss = list(self.algorithm.loss)
         fields = [{k: v for k, v in vars(c).items() if isinstance(v, float)} for c in loss]
         for index, (now, last) in enumerate(zip(fields, self._last_fields or fields, strict=False)):
+            declared = loss[index].varying_fields
             for name, value in now.items():
-                if last.get(name, value) != value and (index, name) not in self._varying:
+                changed = name in declared or last.get(name, value) != value
+                if changed and (index, name) not in self._varying:
                     dtype = th.get_default_dtype()  # a float32 scalar rounds as a Python float would
                     self._varying[index, name] = th.zeros((), dtype=dtype, device=self.algorithm.device)
         self._last_fields = fields
@@ -679,7 +682,8 @@ class _CompiledScore:
                     return scored
                 except (th._dynamo.exc.TorchDynamoException, th._dynamo.exc.FailOnRecompileLimitHit) as error:
                     self.traces_as_one_graph = False
-                    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    cause = getattr(error, "inner_exception", None) or error  # a backend's own error
+                    reason = type(cause).__name__ + "".join(f": {line}" for line in str(cause).strip().splitlines()[:1])
                     warnings.warn(
                         f"compile: the policy's update does not compile as one graph ({reason}), so from now on "
                         "its gradient comes from autograd's backward(), at more time per update.",
@@ -735,20 +739,24 @@ class _PolicyHolder(th.nn.Module):
 
 # What SB3's and sb3-contrib's distribution objects keep of the last distribution they made.
 _DISTRIBUTION_STATE = ("distribution", "distributions", "_latent_sde")
+_ABSENT = object()
 
 
 def _distribution_state(policies: Sequence[BasePolicy]) -> list[tuple[Any, str, Any]]:
+    # A policy that has not been evaluated yet (the exact KL's fresh pre-update copy) has none.
     return [
-        (policy.action_dist, name, getattr(policy.action_dist, name))  # type: ignore[attr-defined]
+        (policy.action_dist, name, getattr(policy.action_dist, name, _ABSENT))  # type: ignore[attr-defined]
         for policy in policies
         for name in _DISTRIBUTION_STATE
-        if hasattr(policy.action_dist, name)  # type: ignore[attr-defined]
     ]
 
 
 def _restore_distribution_state(kept: list[tuple[Any, str, Any]]) -> None:
     for owner, name, value in kept:
-        setattr(owner, name, value)
+        if value is not _ABSENT:
+            setattr(owner, name, value)
+        elif hasattr(owner, name):
+            delattr(owner, name)
 
 
 def current_distribution(policy: BasePolicy) -> Any:

@@ -112,6 +112,13 @@ class LossComponent:
         return None
 
     @property
+    def varying_fields(self) -> tuple[str, ...]:
+        """Float fields that :meth:`after_train` changes. Under ``compile=True`` they are inputs of
+        the graph from the first call rather than constants in it; a float field that changes
+        without being named here becomes one at its first change, at one more compilation."""
+        return ()
+
+    @property
     def stops_early(self) -> bool:
         """Whether :meth:`stop_early` may stop a call; the loop asks only those that may."""
         return type(self).stop_early is not LossComponent.stop_early

@@ -100,6 +100,10 @@ class KLPenalty(LossComponent):
     def needs_old_distribution(self) -> bool:  # type: ignore[override]
         return self.estimator == "exact"
 
+    @property
+    def varying_fields(self) -> tuple[str, ...]:
+        return ("coef",) if self.adaptive else ()
+
     def __call__(self, batch: Minibatch) -> LossTerm:
         kl = batch.mean(kl_per_sample(batch, self.estimator))
         return LossTerm(self.coef * kl, {"kl": kl})
