@@ -201,10 +201,18 @@ class Shrinking(LossComponent):
         return {}
 
 
-def test_a_float_field_that_changes_unannounced_becomes_a_graph_input_at_one_more_compilation():
+@dataclass(slots=True)
+class SlottedShrinking(Shrinking):
+    """The same, its fields in slots (where ``vars()`` does not see them)."""
+
+    name: ClassVar[str] = "slotted_shrinking"
+
+
+@pytest.mark.parametrize("component", [Shrinking, SlottedShrinking])
+def test_a_float_field_that_changes_unannounced_becomes_a_graph_input_at_one_more_compilation(component):
     graphs = []
-    compiled = _train_three_calls([ClippedSurrogate(), Shrinking()], _counting_backend(graphs))
-    default = _train_three_calls([ClippedSurrogate(), Shrinking()], False)
+    compiled = _train_three_calls([ClippedSurrogate(), component()], _counting_backend(graphs))
+    default = _train_three_calls([ClippedSurrogate(), component()], False)
     assert len(graphs) == 2 and compiled._compiled_score.traces_as_one_graph is True
     assert compiled.loss[1].weight == 1.0 / 2**3
     for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):

@@ -9,6 +9,7 @@ divergence guard and saving the loss are the same for all of them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import os
 import pathlib
@@ -647,7 +648,7 @@ class _CompiledScore:
         it in :attr:`LossComponent.varying_fields`, otherwise from its first change on.
         """
         loss = list(self.algorithm.loss)
-        fields = [{k: v for k, v in vars(c).items() if isinstance(v, float)} for c in loss]
+        fields = [{k: v for k, v in _field_values(c).items() if isinstance(v, float)} for c in loss]
         for index, (now, last) in enumerate(zip(fields, self._last_fields or fields, strict=False)):
             declared = loss[index].varying_fields
             for name, value in now.items():
@@ -661,7 +662,7 @@ class _CompiledScore:
                 if loss[index] is self.algorithm.loss[index]:
                     loss[index] = copy.copy(loss[index])
                 tensor.fill_(fields[index][name])
-                setattr(loss[index], name, tensor)
+                object.__setattr__(loss[index], name, tensor)  # frozen dataclasses too
         return loss
 
     def scorer(self, optimizer: OptimizerStep, keep_batch: bool) -> Callable[..., Scored]:
@@ -703,11 +704,18 @@ def _reads_progress(components: Sequence[LossComponent]) -> bool:
     for component in components:
         if component.reads_progress:
             return True
-        for value in vars(component).values():
+        for value in _field_values(component).values():
             constant = isinstance(value, FloatSchedule) and isinstance(value.value_schedule, ConstantSchedule)
             if callable(value) and not constant:
                 return True
     return False
+
+
+def _field_values(component: LossComponent) -> dict[str, Any]:
+    """A component's fields and their values (its dataclass fields: ``vars`` misses slotted ones)."""
+    if dataclasses.is_dataclass(component):
+        return {field.name: getattr(component, field.name) for field in dataclasses.fields(component)}
+    return dict(getattr(component, "__dict__", {}))
 
 
 def _compile_for_this_model(method: Any, options: dict[str, Any]) -> Callable[..., Any]:
