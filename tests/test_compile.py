@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -26,6 +27,21 @@ KL_AND_EARLY_STOP = [
     KLPenalty(),
     {"name": "kl_early_stop", "target": 0.05, "estimator": "exact"},
 ]
+
+
+class MaskedCartPole(gym.Wrapper):
+    """CartPole with Box observations and the second action masked every third step."""
+
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1"))
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        return self.env.step(action)
+
+    def action_masks(self):
+        return np.array([True, self.steps % 3 != 0])
 
 
 def _space_env(space: str):
@@ -76,7 +92,14 @@ CASES = {
         TRACE_ONLY,
         {"vf_learning_rate": 1e-3},
     ),
-    "masked": (
+    "masked-box-observations": (
+        MaskablePPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env(MaskedCartPole, n_envs=2, seed=0),
+        TRACE_ONLY,
+        {},
+    ),
+    "masked-discrete-observations": (
         MaskablePPOVariant,
         "MlpPolicy",
         lambda: make_vec_env(lambda: InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3), n_envs=2, seed=0),
@@ -98,7 +121,12 @@ def test_compiled_update_equals_the_default_update_up_to_rounding(case):
     # None: never tried (early stopping needs the minibatch). False: SB3 reads numpy values as
     # tensors there (the image check, MultiDiscrete's split sizes, a Discrete observation's n),
     # which does not trace as one graph.
-    one_graph = {"exact-kl-and-early-stop": None, "cnn": False, "multidiscrete": False, "masked": False}.get(case, True)
+    one_graph = {
+        "exact-kl-and-early-stop": None,
+        "cnn": False,
+        "multidiscrete": False,
+        "masked-discrete-observations": False,
+    }.get(case, True)
     default = one_update(False)
     if one_graph is False:
         with pytest.warns(UserWarning, match="does not compile as one graph"):
