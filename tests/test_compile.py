@@ -119,14 +119,8 @@ def test_compiled_update_equals_the_default_update_up_to_rounding(case):
         return model.learn(128)
 
     # None: never tried (early stopping needs the minibatch). False: SB3 reads numpy values as
-    # tensors there (the image check, MultiDiscrete's split sizes, a Discrete observation's n),
-    # which does not trace as one graph.
-    one_graph = {
-        "exact-kl-and-early-stop": None,
-        "cnn": False,
-        "multidiscrete": False,
-        "masked-discrete-observations": False,
-    }.get(case, True)
+    # tensors there (the image check, a Discrete observation's n), which does not trace as one graph.
+    one_graph = {"exact-kl-and-early-stop": None, "cnn": False, "masked-discrete-observations": False}.get(case, True)
     default = one_update(False)
     if one_graph is False:
         with pytest.warns(UserWarning, match="does not compile as one graph"):

@@ -537,6 +537,7 @@ class LossComponentsMixin:
                     self.observation_space, self.action_space, self.lr_schedule, **sde, **self.policy_kwargs
                 ).to(self.device)
             self._old_policy.requires_grad_(False)
+            _constant_action_dims(self._old_policy)
         self._old_policy.load_state_dict(self.policy.state_dict())
         # The rollout's log-probabilities were computed in evaluation mode; match them.
         self._old_policy.set_training_mode(False)
@@ -618,7 +619,7 @@ class _CompiledScore:
     ``functional`` (:meth:`LossComponentsMixin._score_and_differentiate`) is the fast one: the
     gradient comes from ``torch.func`` in the same graph. It needs Adam on flat buffers
     (:class:`FlatAdam`), a policy that compiles as one graph (SB3 reads some numpy values as
-    tensors: the image check, MultiDiscrete's split sizes, a Discrete observation's ``n``) and
+    tensors: the image check, the sizes of a Discrete or MultiDiscrete observation) and
     no schedule a component reads; it cannot hand the minibatch back to a component that stops
     early. ``backward`` compiles the score alone and leaves the gradient to autograd. Both read
     the components through :meth:`components`. If the functional graph ever fails to compile
@@ -635,6 +636,7 @@ class _CompiledScore:
         self.functional = _compile_for_this_model(algorithm._score_and_differentiate, {**options, "fullgraph": True})
         self.traces_as_one_graph: bool | None = None  # known after the first call
         self.holder = _PolicyHolder(algorithm.policy)  # type: ignore[attr-defined]
+        _constant_action_dims(algorithm.policy)  # type: ignore[attr-defined]
         self._last_fields: list[dict[str, float]] | None = None  # each component's float fields, last call
         self._varying: dict[tuple[int, str], th.Tensor] = {}  # (component index, field): its graph input
 
@@ -709,6 +711,18 @@ def _reads_progress(components: Sequence[LossComponent]) -> bool:
             if callable(value) and not constant:
                 return True
     return False
+
+
+def _constant_action_dims(policy: BasePolicy) -> None:
+    """Python ints for a MultiDiscrete distribution's sizes.
+
+    SB3 and sb3-contrib keep them as numpy integers (``list(action_space.nvec)``), which dynamo
+    traces as tensors, so splitting the logits by them cannot be one graph. The sizes are the same.
+    """
+    distribution = getattr(policy, "action_dist", None)
+    sizes = getattr(distribution, "action_dims", None)
+    if isinstance(sizes, list | tuple | np.ndarray):  # MultiBinary's is one int already
+        distribution.action_dims = [int(size) for size in sizes]  # type: ignore[union-attr]
 
 
 def _field_values(component: LossComponent) -> dict[str, Any]:
