@@ -22,17 +22,21 @@ import tempfile
 import time
 from typing import Any
 
+# SB3's defaults with an adaptive exact-KL penalty added (ours only; SB3 runs its plain loss).
+KL_PENALTY_LOSS = ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}]
+# The fast path (compile=True, ours only) on SB3's defaults, compile time included, 100k steps.
+CARTPOLE_COMPILE = {
+    "env": "CartPole-v1",
+    "n_envs": 8,
+    "timesteps": 100_000,
+    "kwargs": {},
+    "ours_kwargs": {"compile": True},
+}
+
 CASES: dict[str, dict[str, Any]] = {
     # SB3's defaults, 8 environments.
     "cartpole-default": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "kwargs": {}},
-    # The fast path (compile=True, ours only) on SB3's defaults, compile time included, 100k steps.
-    "cartpole-compile": {
-        "env": "CartPole-v1",
-        "n_envs": 8,
-        "timesteps": 100_000,
-        "kwargs": {},
-        "ours_kwargs": {"compile": True},
-    },
+    "cartpole-compile": CARTPOLE_COMPILE,
     # The RL Baselines3 Zoo's tuned hyperparameters for CartPole-v1.
     "cartpole-zoo": {
         "env": "CartPole-v1",
@@ -47,23 +51,15 @@ CASES: dict[str, dict[str, Any]] = {
             "learning_rate": 1e-3,
         },
     },
-    # SB3's defaults with an adaptive exact-KL penalty added (ours only; SB3 runs its plain loss).
+    # SB3's PPO against ours with KL_PENALTY_LOSS, on the default path and on the fast path.
     "cartpole-kl-penalty": {
         "env": "CartPole-v1",
         "n_envs": 8,
         "timesteps": 40_960,
         "kwargs": {},
-        "loss": ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}],
+        "loss": KL_PENALTY_LOSS,
     },
-    # The same adaptive exact-KL penalty on the fast path, 100k steps, compile time included.
-    "cartpole-kl-penalty-compile": {
-        "env": "CartPole-v1",
-        "n_envs": 8,
-        "timesteps": 100_000,
-        "kwargs": {},
-        "ours_kwargs": {"compile": True},
-        "loss": ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}],
-    },
+    "cartpole-kl-penalty-compile": {**CARTPOLE_COMPILE, "loss": KL_PENALTY_LOSS},
     # The Zoo's tuned hyperparameters: 256x256 ReLU networks, one environment, VecNormalize.
     "halfcheetah-zoo": {"env": "HalfCheetah-v5", "n_envs": 1, "timesteps": 10_240, "zoo": True, "kwargs": {}},
     # sb3-contrib's MaskablePPO against MaskablePPOVariant, its defaults, an env with invalid actions.

@@ -40,6 +40,7 @@ from sb3_ppo_variants.losses.base import (
     Minibatch,
     Stat,
     build_loss,
+    field_values,
 )
 from sb3_ppo_variants.losses.entropy import EntropyBonus
 from sb3_ppo_variants.losses.kl import KLEarlyStop, kl_per_sample
@@ -638,7 +639,7 @@ class _CompiledScore:
         self.holder = _PolicyHolder(algorithm.policy)  # type: ignore[attr-defined]
         _constant_action_dims(algorithm.policy)  # type: ignore[attr-defined]
         self._last_fields: list[dict[str, float]] | None = None  # each component's float fields, last call
-        self._varying: dict[tuple[int, str], th.Tensor] = {}  # (component index, field): its graph input
+        self._varying: set[tuple[int, str]] = set()  # (component index, field name): a graph input
 
     def components(self) -> list[LossComponent]:
         """The loss components as the graph reads them.
@@ -651,20 +652,17 @@ class _CompiledScore:
         """
         loss = list(self.algorithm.loss)
         fields = [{k: v for k, v in _field_values(c).items() if isinstance(v, float)} for c in loss]
-        for index, (now, last) in enumerate(zip(fields, self._last_fields or fields, strict=False)):
-            declared = loss[index].varying_fields
-            for name, value in now.items():
-                changed = name in declared or last.get(name, value) != value
-                if changed and (index, name) not in self._varying:
-                    dtype = th.get_default_dtype()  # a float32 scalar rounds as a Python float would
-                    self._varying[index, name] = th.zeros((), dtype=dtype, device=self.algorithm.device)
-        self._last_fields = fields
-        for (index, name), tensor in self._varying.items():
-            if index < len(loss) and name in fields[index]:
-                if loss[index] is self.algorithm.loss[index]:
-                    loss[index] = copy.copy(loss[index])
-                tensor.fill_(fields[index][name])
-                object.__setattr__(loss[index], name, tensor)  # frozen dataclasses too
+        last, self._last_fields = self._last_fields or fields, fields
+        for index, component in enumerate(self.algorithm.loss):
+            for name, value in fields[index].items():
+                if name in component.varying_fields or last[index].get(name, value) != value:
+                    self._varying.add((index, name))
+            inputs = {name: value for name, value in fields[index].items() if (index, name) in self._varying}
+            if inputs:
+                loss[index] = copy.copy(component)
+                for name, value in inputs.items():  # float32: the rounding a Python float gets
+                    tensor = th.tensor(value, dtype=th.get_default_dtype(), device=self.algorithm.device)
+                    object.__setattr__(loss[index], name, tensor)  # frozen dataclasses too
         return loss
 
     def scorer(self, optimizer: OptimizerStep, keep_batch: bool) -> Callable[..., Scored]:
@@ -726,10 +724,9 @@ def _constant_action_dims(policy: BasePolicy) -> None:
 
 
 def _field_values(component: LossComponent) -> dict[str, Any]:
-    """A component's fields and their values (its dataclass fields: ``vars`` misses slotted ones)."""
-    if dataclasses.is_dataclass(component):
-        return {field.name: getattr(component, field.name) for field in dataclasses.fields(component)}
-    return dict(getattr(component, "__dict__", {}))
+    """A component's fields and their values: its dataclass fields (``vars`` misses slotted
+    ones), or its attributes if it is not a dataclass."""
+    return field_values(component) if dataclasses.is_dataclass(component) else dict(getattr(component, "__dict__", {}))
 
 
 def _compile_for_this_model(method: Any, options: dict[str, Any]) -> Callable[..., Any]:

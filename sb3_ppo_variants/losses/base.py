@@ -129,11 +129,15 @@ class LossComponent:
 
     def config(self) -> dict[str, Any]:
         """Plain data that rebuilds this component (see :func:`build_component`)."""
-        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        config = {"name": self.name, **params}
+        config = {"name": self.name, **field_values(self)}
         if not type(self).__module__.startswith("sb3_ppo_variants."):
             config["module"] = type(self).__module__
         return config
+
+
+def field_values(component: LossComponent) -> dict[str, Any]:
+    """A component's dataclass fields and their values."""
+    return {field.name: getattr(component, field.name) for field in dataclasses.fields(component)}  # type: ignore[arg-type]
 
 
 def registered_components() -> dict[str, type[LossComponent]]:
