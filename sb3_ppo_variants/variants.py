@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.common.loss_algorithm import LossComponentsMixin
 from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.losses import (
     ClippedSurrogate,
@@ -30,6 +29,7 @@ from sb3_ppo_variants.losses import (
     ValueLoss,
 )
 from sb3_ppo_variants.losses.base import ScheduleLike
+from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None)
         )
     if name == "ppo":
         return arguments
-    linked = {key: arguments.pop(key, default) for key, default in LossComponentsMixin.LINKED_DEFAULTS.items()}
+    linked = {key: arguments.pop(key, default) for key, default in LINKED_DEFAULTS.items()}
     value_options = dict(variant.value_loss)
     clip_range_vf = linked["clip_range_vf"]
     if value_options.get("clip_mode") == "pessimistic" and clip_range_vf is None:

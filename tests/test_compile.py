@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch as th
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
-from sb3_ppo_variants.common.loss_algorithm import _reads_progress, compile_options, default_loss
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm
+from sb3_ppo_variants.training.compiled import BACKWARD, ONE_GRAPH, compile_options
 from tests.conftest import ACTION_SPACES, DictEnv, ImageEnv, SpaceEnv
 
 # Tracing is what differs between policy types; "aot_eager" traces as the default backend does
@@ -118,11 +119,12 @@ def test_compiled_update_equals_the_default_update_up_to_rounding(case):
         model = cls(policy, make_env(), n_steps=64, batch_size=128, n_epochs=1, seed=0, compile=compile, **kwargs)
         return model.learn(128)
 
-    # None: never tried (early stopping needs the minibatch). False: SB3 reads numpy values as
-    # tensors there (the image check, a Discrete observation's n), which does not trace as one graph.
-    one_graph = {"exact-kl-and-early-stop": None, "cnn": False, "masked-discrete-observations": False}.get(case, True)
+    # Early stopping needs the minibatch, so the one graph is never tried; SB3 reads numpy values
+    # as tensors in the other two (the image check, a Discrete observation's n), which fall back.
+    falls_back = case in ("cnn", "masked-discrete-observations")
+    path = BACKWARD if falls_back or case == "exact-kl-and-early-stop" else ONE_GRAPH
     default = one_update(False)
-    if one_graph is False:
+    if falls_back:
         with pytest.warns(UserWarning, match="does not compile as one graph"):
             compiled = one_update(compile)
     else:
@@ -136,7 +138,7 @@ def test_compiled_update_equals_the_default_update_up_to_rounding(case):
         assert compiled.logger.name_to_value[key] == pytest.approx(
             default.logger.name_to_value[key], rel=1e-4, abs=1e-6
         )
-    assert compiled._compiled_score.traces_as_one_graph is one_graph  # True: the gradient came from torch.func
+    assert compiled.compiled_path == path  # one graph: the gradient came from torch.func
     for parameter in compiled.policy.parameters():  # p.grad is left as torch leaves it
         assert parameter.grad is not None and parameter.grad.shape == parameter.shape
 
@@ -155,36 +157,48 @@ def test_more_compiled_models_in_one_process_than_dynamos_recompile_limit():
     for seed in range(th._dynamo.config.recompile_limit + 2):
         model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=32, n_epochs=1, seed=seed, compile=TRACE_ONLY)
         model.learn(32)
-        assert model._compiled_score.traces_as_one_graph is True
+        assert model.compiled_path == ONE_GRAPH
 
 
-def test_a_component_reads_progress_remaining_if_it_says_so_or_holds_a_schedule():
-    assert not _reads_progress(default_loss())  # SB3 wraps the constant clip range as a schedule
-    model = PPOVariant("MlpPolicy", "CartPole-v1", clip_range=lambda progress: 0.2 * progress)
-    model._bind_linked_hyperparameters()
-    assert _reads_progress(model.loss)
-    assert _reads_progress([*default_loss(), NaNTerm()])  # code of its own, unless it says otherwise
-
-    class Quiet(NaNTerm):
-        reads_progress = False
-
-    assert not _reads_progress([*default_loss(), Quiet()])
-
-
-def test_a_schedule_compiles_the_score_and_keeps_autograds_backward():
-    """torch.func would specialise on progress_remaining and compile a graph per train() call."""
-    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+def test_a_schedule_is_an_input_of_the_one_graph():
+    """Schedules are resolved before the components run, and their values enter the graph as
+    tensors, so a linear clip range (the Zoo's lin_0.2) compiles once for every call."""
+    graphs = []
     schedule = {"clip_range": lambda progress: 0.2 * progress}
-    model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, compile=TRACE_ONLY, **schedule)
-    model.learn(32 * 3)
-    assert model._compiled_score.traces_as_one_graph is None
-    assert model.logger.name_to_value["train/clip_range"] == pytest.approx(0.2 * model._current_progress_remaining)
+    compiled = _train_three_calls(None, _counting_backend(graphs), **schedule)
+    default = _train_three_calls(None, False, **schedule)
+    assert len(graphs) == 1 and compiled.compiled_path == ONE_GRAPH
+    clip_range = compiled.logger.name_to_value["train/clip_range"]
+    assert clip_range == pytest.approx(0.2 * compiled._current_progress_remaining)
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
 
 
-def _train_three_calls(loss, compile):
+@dataclass
+class ProgressWeighted(LossComponent):
+    """A value term weighted by progress_remaining, read straight from the minibatch."""
+
+    name: ClassVar[str] = "progress_weighted"
+
+    def __call__(self, batch):
+        return LossTerm(batch.progress_remaining * batch.mean((batch.returns - batch.values) ** 2))
+
+
+def test_a_component_that_reads_progress_remaining_takes_the_one_graph():
+    graphs = []
+    loss = [ClippedSurrogate(), ProgressWeighted()]
+    compiled, default = _train_three_calls(loss, _counting_backend(graphs)), _train_three_calls(loss, False)
+    assert len(graphs) == 1 and compiled.compiled_path == ONE_GRAPH
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
+
+
+def _train_three_calls(loss, compile, callback=None, **kwargs):
     env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
-    model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, loss=loss, compile=compile)
-    return model.learn(32 * 3)
+    model = PPOVariant(
+        "MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, loss=loss, compile=compile, **kwargs
+    )
+    return model.learn(32 * 3, callback=callback)
 
 
 def _counting_backend(graphs):
@@ -197,11 +211,11 @@ def _counting_backend(graphs):
 
 def test_an_adaptive_kl_coefficient_is_an_input_of_the_one_graph_from_the_first_call():
     """The coefficient changes every train() call; baked in as a constant it would mean a new
-    graph every call. KLPenalty names it in varying_fields, so one graph serves every call."""
+    graph every call. KLPenalty adapts it in after_train, so it is a graph input from the start."""
     loss = [ClippedSurrogate(), ValueLoss(), {"name": "kl_penalty", "target": 1e-6}]  # exact KL: the old policy
     graphs = []
     compiled, default = _train_three_calls(loss, _counting_backend(graphs)), _train_three_calls(loss, False)
-    assert len(graphs) == 1 and compiled._compiled_score.traces_as_one_graph is True
+    assert len(graphs) == 1 and compiled.compiled_path == ONE_GRAPH
     assert compiled.loss[2].coef == default.loss[2].coef == pytest.approx(0.2 / 2**3)  # a plain float, halved
     for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
         assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
@@ -209,11 +223,10 @@ def test_an_adaptive_kl_coefficient_is_an_input_of_the_one_graph_from_the_first_
 
 @dataclass
 class Shrinking(LossComponent):
-    """A value-loss term whose float weight after_train halves, without naming it in varying_fields."""
+    """A value-loss term whose float weight after_train halves, with nothing declared."""
 
     weight: float = 1.0
     name: ClassVar[str] = "shrinking"
-    reads_progress: ClassVar[bool] = False
 
     def __call__(self, batch):
         return LossTerm(self.weight * batch.mean((batch.returns - batch.values) ** 2))
@@ -231,12 +244,33 @@ class SlottedShrinking(Shrinking):
 
 
 @pytest.mark.parametrize("component", [Shrinking, SlottedShrinking])
-def test_a_float_field_that_changes_unannounced_becomes_a_graph_input_at_one_more_compilation(component):
+def test_a_float_field_that_after_train_changes_is_a_graph_input_from_the_first_call(component):
     graphs = []
     compiled = _train_three_calls([ClippedSurrogate(), component()], _counting_backend(graphs))
     default = _train_three_calls([ClippedSurrogate(), component()], False)
-    assert len(graphs) == 2 and compiled._compiled_score.traces_as_one_graph is True
+    assert len(graphs) == 1 and compiled.compiled_path == ONE_GRAPH
     assert compiled.loss[1].weight == 1.0 / 2**3
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
+
+
+class RaiseEntropy(BaseCallback):
+    """Sets model.ent_coef after each rollout, as SB3 users schedule it by hand."""
+
+    def _on_step(self):
+        return True
+
+    def _on_rollout_end(self):
+        self.model.ent_coef = 0.01 * self.model.num_timesteps / 32
+
+
+def test_a_linked_attribute_a_callback_changes_becomes_a_graph_input_at_one_more_compilation():
+    loss = [ClippedSurrogate(), ValueLoss(), EntropyBonus()]
+    graphs = []
+    compiled = _train_three_calls(loss, _counting_backend(graphs), callback=RaiseEntropy())
+    default = _train_three_calls(loss, False, callback=RaiseEntropy())
+    assert len(graphs) == 2 and compiled.compiled_path == ONE_GRAPH
+    assert compiled.loss[2].coef == default.loss[2].coef == pytest.approx(0.03)
     for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
         assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
 
@@ -248,7 +282,6 @@ class CallCounter(LossComponent):
 
     calls: tuple[float, ...] = (0.0,)
     name: ClassVar[str] = "call_counter"
-    reads_progress: ClassVar[bool] = False
 
     def __call__(self, batch):
         return LossTerm(batch.mean(batch.values) * 0.0 * self.calls[0])
@@ -265,7 +298,7 @@ def test_a_field_that_changes_every_call_ends_on_autograd_with_a_warning_and_kee
     model = PPOVariant("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, loss=loss, compile=TRACE_ONLY)
     with pytest.warns(UserWarning, match="does not compile as one graph"):
         model.learn(16 * (th._dynamo.config.recompile_limit + 3))
-    assert model._compiled_score.traces_as_one_graph is False
+    assert model.compiled_path == BACKWARD
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
 
 
@@ -273,21 +306,19 @@ def test_compiled_model_saves_loads_and_compiles_again(tmp_path):
     model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=2, seed=0, compile=TRACE_ONLY)
     model.learn(64).save(tmp_path / "model.zip")
     loaded = PPOVariant.load(tmp_path / "model.zip", env=make_vec_env("CartPole-v1", n_envs=1, seed=1))
-    assert loaded.compile == TRACE_ONLY and loaded._compiled_score is None
+    assert loaded.compile == TRACE_ONLY and loaded.compiled_path is None
     loaded.learn(64)
-    assert loaded._compiled_score is not None and np.isfinite(loaded.logger.name_to_value["train/loss"])
+    assert loaded.compiled_path == ONE_GRAPH and np.isfinite(loaded.logger.name_to_value["train/loss"])
 
 
+@dataclass
 class NaNTerm(LossComponent):
     """A term that is NaN."""
 
-    name = "nan_term"
+    name: ClassVar[str] = "nan_term"
 
     def __call__(self, batch):
         return LossTerm(batch.mean(batch.values) * th.nan)
-
-    def config(self):
-        return {"name": self.name}
 
 
 def test_a_diverging_compiled_run_stops_with_the_weights_it_had():

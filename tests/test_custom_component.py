@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch as th
+from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, LossComponent, LossTerm, ValueLoss
@@ -51,3 +52,16 @@ def test_custom_penalty_shrinks_the_value_head():
         model.learn(128)
         weights[coef] = th.cat([p.flatten() for p in model.policy.value_net.parameters()]).norm().item()
     assert weights[10.0] < weights[0.0]
+
+
+def test_the_component_takes_the_compiled_one_graph_path_with_nothing_declared():
+    def three_calls(compile):
+        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        loss = [ClippedSurrogate(), ValueLoss(), ValueHeadL2(coef=0.01)]
+        model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, loss=loss, compile=compile)
+        return model.learn(32 * 3)
+
+    compiled, default = three_calls({"backend": "aot_eager"}), three_calls(False)
+    assert compiled.compiled_path == "one graph"
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)

@@ -41,6 +41,6 @@ def test_nan_term_stops_training_naming_component_and_update_with_finite_weights
 def test_log_ratio_is_clamped_so_the_ratio_cannot_overflow():
     model = PPOVariant("MlpPolicy", "CartPole-v1", **FAST).learn(64)
     model.rollout_buffer.log_probs[:2] = [[-1e4], [1e4]]  # old probabilities of ~0 and "~e^10000"
-    batch = model._evaluate_minibatch(next(model.rollout_buffer.get(64)), None, 1.0)
+    batch = model.evaluate_minibatch(next(model.rollout_buffer.get(64)))
     assert th.isfinite(batch.ratio).all() and batch.log_ratio.abs().max() == LOG_RATIO_LIMIT
     assert th.isfinite(ClippedSurrogate()(batch).loss)

@@ -25,9 +25,8 @@ def _grads(model, component):
     model.policy.zero_grad(set_to_none=True)
     model.loss = [component]
     rollout_data = next(model.rollout_buffer.get(64))
-    old = model._pre_update_policy() if component.needs_old_distribution else None
-    batch = model._evaluate_minibatch(rollout_data, old, 1.0)
-    if old is not None:  # move away from the old policy so the KL has a gradient
+    batch = model.evaluate_minibatch(rollout_data)
+    if component.needs_old_distribution:  # move away from the old policy so the KL has a gradient
         batch.distribution = th.distributions.Normal(batch.distribution.loc + 0.1, batch.distribution.scale)
     component(batch).loss.backward()
     return {name for name, p in model.policy.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}

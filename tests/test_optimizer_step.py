@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch as th
 
-from sb3_ppo_variants.common.optimizer_step import FlatAdam, OptimizerStep
+from sb3_ppo_variants.training.optimizer_step import FlatAdam, OptimizerStep
 
 
 def _network() -> th.nn.Module:

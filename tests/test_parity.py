@@ -5,7 +5,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import PPOVariant
-from sb3_ppo_variants.common.optimizer_step import FlatAdam
+from sb3_ppo_variants.training.optimizer_step import FlatAdam
 from tests.conftest import parameters_equal
 
 CASES = {

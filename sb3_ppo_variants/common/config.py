@@ -10,7 +10,7 @@ strings to ``eval``::
       policy_kwargs: {net_arch: {pi: [64, 64], vf: [64, 64]}, activation_fn: torch.nn.Tanh}
       loss:
         - {name: clipped_surrogate, clip_range: 0.2}
-        - {name: value_loss, coef: 0.5}
+        - {name: value, coef: 0.5}
 
 Other top-level keys (the environment, the budget, a seed, where the file came from) are kept
 for the reader and for ``python -m tuning retrain``; ``from_config`` ignores them. Loss entries
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.losses.base import LossComponent
 
 _CLASS_KEYS = ("activation_fn", "features_extractor_class", "optimizer_class")
 
@@ -38,7 +37,7 @@ def to_plain(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     plain: dict[str, Any] = {}
     for key, value in hyperparameters.items():
         if key == "loss" and value is not None:
-            value = [c.config() if isinstance(c, LossComponent) else c for c in value]
+            value = [c.config() if hasattr(c, "config") else c for c in value]  # components -> plain data
         elif key == "policy_kwargs" and value:
             value = {k: _class_name(v) if k in _CLASS_KEYS else v for k, v in value.items()}
         _check_plain(key, value)

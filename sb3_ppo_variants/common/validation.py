@@ -59,3 +59,8 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
 def value_at(value: float | Callable[[float], float], progress_remaining: float) -> float:
     """The value of a float-or-schedule hyperparameter at ``progress_remaining`` (1 -> 0)."""
     return float(value(progress_remaining)) if callable(value) else value
+
+
+def at_least(value: Any, low: float) -> Any:
+    """``max(value, low)`` for a float or a tensor (a field that is an input of a compiled graph)."""
+    return value.clamp(min=low) if hasattr(value, "clamp") else max(value, low)

@@ -1,22 +1,29 @@
 """The protocol every loss component follows, and the minibatch they all read.
 
 A component is plain data (its hyperparameters, as dataclass fields) plus pure tensor
-arithmetic over one :class:`Minibatch`. It never calls ``backward()``, owns no optimizer and
-keeps no tensors between calls; state that changes over training (an adaptive coefficient)
-is an ordinary field, so it is saved and restored with the rest of its configuration.
+arithmetic over one :class:`Minibatch`. It never calls ``backward()`` and owns no optimizer.
+State that changes over training is an ordinary field when it is a number (an adaptive
+coefficient: saved with the configuration) or a tensor attribute that is not a field (running
+statistics, an average of the policy's weights: saved with the model's parameters, see
+:meth:`LossComponent.state_dict`). A component is also a
+:class:`~sb3_ppo_variants.common.hooks.TrainingHook`, for variants that change the training
+process around the loss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch as th
 
 from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.hooks import TrainingHook
+from sb3_ppo_variants.common.validation import value_at
 
 Stat = th.Tensor | float
 ScheduleLike = float | Callable[[float], float]
@@ -48,7 +55,10 @@ class Minibatch:
     old_distribution: Any | None
     """The pre-update policy's distribution; set only when a component asks for it."""
     mask: th.Tensor | None
-    progress_remaining: float
+    progress_remaining: float | th.Tensor
+    """From 1 to 0 over ``learn()``; a 0-d tensor under ``compile=True``, so it is an input of the
+    compiled graph. Schedules in a component's fields are already resolved (see
+    :func:`schedules_resolved`): read them with ``value_at`` or as they are."""
     policy: th.nn.Module
 
     def mean(self, x: th.Tensor) -> th.Tensor:
@@ -77,12 +87,13 @@ class LossTerm:
 _REGISTRY: dict[str, type[LossComponent]] = {}
 
 
-class LossComponent:
+class LossComponent(TrainingHook):
     """Base class of loss components. Subclass it as a ``@dataclass`` and set ``name``.
 
     Override :meth:`__call__`; optionally :meth:`stop_early` (a decision before the optimizer
-    step; it may read a value to the host) and :meth:`after_train` (non-gradient updates once
-    per ``train()`` call, from the averaged statistics). Defining the subclass registers its
+    step; it may read a value to the host), :meth:`after_train` (non-gradient updates once per
+    ``train()`` call, from the averaged statistics) and any hook of
+    :class:`~sb3_ppo_variants.common.hooks.TrainingHook`. Defining the subclass registers its
     ``name``, so ``{"name": ..., **params}`` builds it and saved models load it.
     """
 
@@ -93,11 +104,6 @@ class LossComponent:
     so a callback that sets ``model.clip_range`` changes the loss, as in SB3."""
     needs_old_distribution: ClassVar[bool] = False
     """Ask the algorithm for the pre-update distribution (``Minibatch.old_distribution``)."""
-    reads_progress: ClassVar[bool] = True
-    """Whether ``__call__`` may read ``batch.progress_remaining`` other than by ``value_at`` of
-    its own fields (a schedule in a field is seen anyway). Under ``compile=True`` such a
-    component keeps autograd's ``backward()``, since the value changes every ``train()`` call;
-    set it to ``False`` when the component does not read it."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -112,16 +118,15 @@ class LossComponent:
         return None
 
     @property
-    def varying_fields(self) -> tuple[str, ...]:
-        """Float fields that :meth:`after_train` changes. Under ``compile=True`` they are inputs of
-        the graph from the first call rather than constants in it; a float field that changes
-        without being named here becomes one at its first change, at one more compilation."""
-        return ()
-
-    @property
     def stops_early(self) -> bool:
         """Whether :meth:`stop_early` may stop a call; the loop asks only those that may."""
         return type(self).stop_early is not LossComponent.stop_early
+
+    @property
+    def adapts(self) -> bool:
+        """Whether :meth:`after_train` may change fields (derived, not declared): under
+        ``compile=True`` its float fields are inputs of the graph rather than constants in it."""
+        return type(self).after_train is not LossComponent.after_train
 
     def after_train(self, stats: Mapping[str, float]) -> dict[str, float]:
         """Update state from the call's mean statistics; return statistics to log."""
@@ -134,9 +139,36 @@ class LossComponent:
             config["module"] = type(self).__module__
         return config
 
+    def state_dict(self) -> dict[str, th.Tensor]:
+        """Tensor state, saved with the model's parameters and restored bit for bit.
+
+        Every attribute that is not a field and holds a tensor (``"mean"``) or a dict of tensors
+        (``"average.weight"``); override both methods for state of another shape.
+        """
+        fields = set(field_values(self))
+        state: dict[str, th.Tensor] = {}
+        for key, value in getattr(self, "__dict__", {}).items():
+            if key in fields:
+                continue
+            if isinstance(value, th.Tensor):
+                state[key] = value
+            elif isinstance(value, dict) and value and all(isinstance(v, th.Tensor) for v in value.values()):
+                state.update({f"{key}.{name}": tensor for name, tensor in value.items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, th.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors are taken as they are)."""
+        for key, tensor in state.items():
+            attribute, dot, name = key.partition(".")
+            if dot:
+                tensors = self.__dict__.setdefault(attribute, {})
+                tensors[name] = tensor
+            else:
+                setattr(self, attribute, tensor)
+
 
 def field_values(component: LossComponent) -> dict[str, Any]:
-    """A component's dataclass fields and their values."""
+    """A component's fields (its hyperparameters) and their values; ``vars`` would miss slotted ones."""
     return {field.name: getattr(component, field.name) for field in dataclasses.fields(component)}  # type: ignore[arg-type]
 
 
@@ -151,10 +183,13 @@ LossSpec = LossComponent | Mapping[str, Any] | str
 def build_component(spec: LossSpec) -> LossComponent:
     """A fresh component from an instance, a name, or ``{"name": ..., **params}``.
 
-    Instances are rebuilt from their config, so two models never share (adaptive) state.
+    Instances are rebuilt from their config and a copy of their tensor state, so two models
+    never share (adaptive) state.
     """
     if isinstance(spec, LossComponent):
-        spec = spec.config()
+        component = build_component(spec.config())
+        component.load_state_dict({key: tensor.clone() for key, tensor in spec.state_dict().items()})
+        return component
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping) or "name" not in spec:
@@ -173,7 +208,12 @@ def build_component(spec: LossSpec) -> LossComponent:
             + " (import the module that defines a custom component before using its name)."
         )
     cls = _REGISTRY[name]
-    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if not dataclasses.is_dataclass(cls):
+        raise HyperparameterError(
+            f"loss component {name!r} ({cls.__qualname__}) is invalid: accepted components are dataclasses "
+            "(decorate the class with @dataclass, so its fields are its hyperparameters)."
+        )
+    fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(params) - set(fields))
     if unknown:
         raise HyperparameterError(
@@ -199,4 +239,34 @@ def build_loss(specs: Iterable[LossSpec]) -> list[LossComponent]:
                     f"the algorithm's {attribute!r}: accepted values are lists with at most one of them."
                 )
             owners[attribute] = component.name
+    transforms = [component.name for component in components if component.transforms_values]
+    if len(transforms) > 1:
+        raise HyperparameterError(
+            f"loss has two components ({transforms[0]!r} and {transforms[1]!r}) that both transform value "
+            "predictions: accepted values are lists with at most one of them."
+        )
     return components
+
+
+@contextlib.contextmanager
+def schedules_resolved(
+    components: Iterable[LossComponent], progress_remaining: float
+) -> Iterator[list[dict[str, Callable[[float], float]]]]:
+    """Within the block, each schedule field of ``components`` holds its value at ``progress_remaining``.
+
+    The loop scores minibatches inside it, so no component reads a schedule while it runs
+    (under ``compile=True`` a schedule's value is an input of the graph, like any field that
+    varies between calls). Constant schedules (SB3 wraps constants as schedules) become their
+    constant. Yields each component's schedules by field name; they are put back on exit.
+    """
+    components = list(components)
+    schedules = [{key: value for key, value in field_values(c).items() if callable(value)} for c in components]
+    for component, fields in zip(components, schedules, strict=True):
+        for key, schedule in fields.items():
+            object.__setattr__(component, key, value_at(schedule, progress_remaining))  # frozen ones too
+    try:
+        yield schedules
+    finally:
+        for component, fields in zip(components, schedules, strict=True):
+            for key, schedule in fields.items():
+                object.__setattr__(component, key, schedule)

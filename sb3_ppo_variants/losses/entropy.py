@@ -22,7 +22,6 @@ class EntropyBonus(LossComponent):
     callback that sets ``model.ent_coef`` schedules it (SB3 issue #316)."""
 
     name: ClassVar[str] = "entropy"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"coef": "ent_coef"}
 
     def __post_init__(self) -> None:

@@ -87,7 +87,6 @@ class KLPenalty(LossComponent):
     """``"exact"``, ``"k1"``, ``"k2"`` or ``"k3"``."""
 
     name: ClassVar[str] = "kl_penalty"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
 
     def __post_init__(self) -> None:
         check_number("coef", self.coef, low_inclusive=not self.adaptive)
@@ -99,10 +98,6 @@ class KLPenalty(LossComponent):
     @property
     def needs_old_distribution(self) -> bool:  # type: ignore[override]
         return self.estimator == "exact"
-
-    @property
-    def varying_fields(self) -> tuple[str, ...]:
-        return ("coef",) if self.adaptive else ()
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         kl = batch.mean(kl_per_sample(batch, self.estimator))
@@ -131,7 +126,6 @@ class KLEarlyStop(LossComponent):
     """``"exact"``, ``"k1"``, ``"k2"`` or ``"k3"`` (SB3's)."""
 
     name: ClassVar[str] = "kl_early_stop"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"target": "target_kl"}
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch as th
 
-from sb3_ppo_variants.common.validation import check_number, value_at
+from sb3_ppo_variants.common.validation import at_least, check_number, value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch, ScheduleLike
 from sb3_ppo_variants.losses.kl import exact_kl
 
@@ -54,7 +54,6 @@ class ClippedSurrogate(LossComponent):
     """``eps_high`` for the upper bound ``1 + eps_high`` (float or schedule); ``None``: ``eps``."""
 
     name: ClassVar[str] = "clipped_surrogate"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
 
     def __post_init__(self) -> None:
@@ -79,7 +78,7 @@ class ClippedSurrogate(LossComponent):
             bounded = (advantages < 0) & (surrogate < lower_bound)
             surrogate = th.where(bounded, lower_bound, surrogate)
             stats["dual_clip_fraction"] = batch.mean(bounded.float())
-        if eps_high == eps:  # SB3's statistic, computed as SB3 does
+        if self.clip_range_high is None:  # SB3's statistic, computed as SB3 does
             with th.no_grad():
                 stats["clip_fraction"] = batch.mean((th.abs(ratio - 1) > eps).float())
         else:
@@ -99,7 +98,6 @@ class Surrogate(LossComponent):
     """
 
     name: ClassVar[str] = "surrogate"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         return _policy_term(batch, batch.ratio * batch.advantages)
@@ -125,7 +123,6 @@ class RollbackSurrogate(LossComponent):
     """``alpha`` >= 0: the slope that pushes the ratio back once it leaves the band."""
 
     name: ClassVar[str] = "rollback_surrogate"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
 
     def __post_init__(self) -> None:
@@ -174,7 +171,6 @@ class TrustRegionRollbackSurrogate(LossComponent):
     """``alpha`` >= 0: the reversed slope on rolled-back samples (0 stops their gradient)."""
 
     name: ClassVar[str] = "trust_region_rollback_surrogate"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     needs_old_distribution: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -218,14 +214,13 @@ class SPOSurrogate(LossComponent):
     """``eps`` (float or schedule). Mirrors the algorithm's ``clip_range``."""
 
     name: ClassVar[str] = "spo_surrogate"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
 
     def __post_init__(self) -> None:
         check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
 
     def __call__(self, batch: Minibatch) -> LossTerm:
-        eps = max(value_at(self.clip_range, batch.progress_remaining), SPO_MIN_CLIP_RANGE)
+        eps = at_least(value_at(self.clip_range, batch.progress_remaining), SPO_MIN_CLIP_RANGE)
         advantages, ratio = batch.advantages, batch.ratio
         objective = ratio * advantages - th.abs(advantages) / (2 * eps) * (ratio - 1) ** 2
         return _policy_term(batch, objective, clip_range=eps, clip_fraction=batch.mean(_outside_band(ratio, eps, eps)))

@@ -46,7 +46,6 @@ class ValueLoss(LossComponent):
     """Where the Huber loss turns from quadratic to linear."""
 
     name: ClassVar[str] = "value"
-    reads_progress: ClassVar[bool] = False  # only through value_at of its fields
     linked: ClassVar[dict[str, str]] = {"coef": "vf_coef", "clip_range": "clip_range_vf"}
 
     def __post_init__(self) -> None:

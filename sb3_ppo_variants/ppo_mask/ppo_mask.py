@@ -12,13 +12,11 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_ppo_variants.common.loss_algorithm import (
-    LossComponentsMixin,
-    check_ppo_arguments,
-    current_distribution,
-    torch_distribution,
-)
 from sb3_ppo_variants.losses.base import LossSpec
+from sb3_ppo_variants.training.algorithm import LossComponentsMixin
+from sb3_ppo_variants.training.arguments import check_ppo_arguments
+from sb3_ppo_variants.training.distributions import current_distribution, torch_distribution
+from sb3_ppo_variants.training.scoring import PolicyEvaluation
 
 SelfMaskablePPOVariant = TypeVar("SelfMaskablePPOVariant", bound="MaskablePPOVariant")
 
@@ -118,13 +116,15 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
         super()._setup_model()
         self._setup_loss()
 
-    def _evaluate(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> tuple[Any, ...]:
+    @staticmethod
+    def _evaluate(policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> PolicyEvaluation:
         values, log_prob, entropy = policy.evaluate_actions(  # type: ignore[operator]
             rollout_data.observations, actions, action_masks=rollout_data.action_masks
         )
-        return values.flatten(), log_prob, entropy, current_distribution(policy)
+        return PolicyEvaluation(values.flatten(), log_prob, entropy, current_distribution(policy))
 
-    def _distribution(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
+    @staticmethod
+    def _distribution(policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
         distribution = policy.get_distribution(rollout_data.observations, action_masks=rollout_data.action_masks)  # type: ignore[operator]
         return torch_distribution(distribution)
 

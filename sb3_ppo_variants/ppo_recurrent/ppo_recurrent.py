@@ -12,8 +12,11 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.common.loss_algorithm import LossComponentsMixin, check_ppo_arguments, current_distribution
 from sb3_ppo_variants.losses.base import LossSpec
+from sb3_ppo_variants.training.algorithm import LossComponentsMixin
+from sb3_ppo_variants.training.arguments import check_ppo_arguments
+from sb3_ppo_variants.training.distributions import current_distribution
+from sb3_ppo_variants.training.scoring import PolicyEvaluation
 
 SelfRecurrentPPOVariant = TypeVar("SelfRecurrentPPOVariant", bound="RecurrentPPOVariant")
 
@@ -124,17 +127,20 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
         super()._setup_model()
         self._setup_loss()
 
-    def _evaluate(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> tuple[Any, ...]:
+    @staticmethod
+    def _evaluate(policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> PolicyEvaluation:
         values, log_prob, entropy = policy.evaluate_actions(  # type: ignore[operator]
             rollout_data.observations, actions, rollout_data.lstm_states, rollout_data.episode_starts
         )
-        return values.flatten(), log_prob, entropy, current_distribution(policy)
+        return PolicyEvaluation(values.flatten(), log_prob, entropy, current_distribution(policy))
 
-    def _distribution(self, policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
+    @staticmethod
+    def _distribution(policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
         # The actor's LSTM replays each padded sequence; evaluate_actions does exactly that.
-        return self._evaluate(policy, rollout_data, actions)[3]
+        return RecurrentPPOVariant._evaluate(policy, rollout_data, actions).distribution
 
-    def _sample_mask(self, rollout_data: Any) -> th.Tensor:
+    @staticmethod
+    def _sample_mask(rollout_data: Any) -> th.Tensor:
         return rollout_data.mask > 1e-8  # padding of the sequences is stored as mask 0
 
     def learn(

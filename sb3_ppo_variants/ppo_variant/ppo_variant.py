@@ -20,8 +20,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.common.loss_algorithm import LossComponentsMixin, check_ppo_arguments
 from sb3_ppo_variants.losses.base import LossSpec
+from sb3_ppo_variants.training.algorithm import LossComponentsMixin
+from sb3_ppo_variants.training.arguments import check_ppo_arguments
 
 SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
 

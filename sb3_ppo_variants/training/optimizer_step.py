@@ -57,15 +57,14 @@ class OptimizerStep:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()
 
-    def backward(self, loss: th.Tensor, flat_grads: tuple[th.Tensor, ...] | None = None) -> None:
-        """``loss.backward()``, or take the gradients already computed with the loss.
-
-        ``flat_grads``: one flat gradient per parameter group, laid out as :attr:`FlatAdam.layout`
-        (from ``torch.func`` under ``compile=True``); only :class:`FlatAdam` takes them.
-        """
-        if flat_grads is not None:
-            raise TypeError(f"{type(self).__name__} takes no flat gradients")
+    def backward(self, loss: th.Tensor) -> None:
+        """The gradient of ``loss`` by autograd."""
         loss.backward()
+
+    def set_flat_gradients(self, flat_grads: tuple[th.Tensor, ...]) -> None:
+        """Take a gradient already computed with the loss: one flat tensor per parameter group,
+        laid out as :attr:`FlatAdam.layout` (from ``torch.func`` under ``compile=True``)."""
+        raise TypeError(f"{type(self).__name__} takes no flat gradients: only FlatAdam does")
 
     def clip_grad_norm(self, max_norm: float) -> th.Tensor:
         return th.nn.utils.clip_grad_norm_(self.parameters, max_norm)
@@ -140,11 +139,8 @@ class FlatAdam(OptimizerStep):
             p.grad = None
         self.flat_grads = None
 
-    def backward(self, loss: th.Tensor, flat_grads: tuple[th.Tensor, ...] | None = None) -> None:
-        if flat_grads is None:
-            loss.backward()
-        else:
-            self.flat_grads = list(flat_grads)
+    def set_flat_gradients(self, flat_grads: tuple[th.Tensor, ...]) -> None:
+        self.flat_grads = list(flat_grads)
 
     def finish(self) -> None:
         if self.regular:
