@@ -4,9 +4,20 @@
 ``study.optimize(Objective(Task.for_env(...)))`` on a study of your own.
 """
 
-from tuning.objective import Objective, Task, TuningError, train_and_evaluate, trial_seed
-from tuning.space import DEFAULT_PARAMETERS, Parameter, SearchSpace, SearchSpaceError, load_space, ppo_variant_arguments
-from tuning.study import DEFAULT_STORAGE, PRUNERS, SAMPLERS, open_storage, open_study, run_study
+from tuning.errors import TuningError
+from tuning.objective import Objective, Task, train_and_evaluate, trial_seed
+from tuning.samplers import PRUNERS, SAMPLERS
+from tuning.space import (
+    DEFAULT_PARAMETERS,
+    Parameter,
+    SearchSpace,
+    SearchSpaceError,
+    Space,
+    load_space,
+    ppo_variant_arguments,
+)
+from tuning.storage import DEFAULT_STORAGE, open_storage, open_study
+from tuning.study import run_study
 
 __all__ = [
     "DEFAULT_PARAMETERS",
@@ -17,6 +28,7 @@ __all__ = [
     "Parameter",
     "SearchSpace",
     "SearchSpaceError",
+    "Space",
     "Task",
     "TuningError",
     "load_space",

@@ -17,9 +17,10 @@ from pathlib import Path
 import optuna
 
 from sb3_ppo_variants import HyperparameterError
-from tuning.objective import TuningError
+from tuning.errors import TuningError
+from tuning.samplers import PRUNERS, SAMPLERS
 from tuning.space import SearchSpaceError, load_space
-from tuning.study import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS, open_storage, open_study
+from tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, open_storage, open_study
 
 COMMANDS = ("run", "report", "retrain")
 

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import optuna
@@ -38,15 +38,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_nor
 
 from sb3_ppo_variants import PPOVariant, TrainingDivergedError
 from sb3_ppo_variants.common.config import to_plain
-from tuning.space import SearchSpace
+from tuning.errors import TuningError
+from tuning.space import SearchSpace, Space
 from tuning.zoo import ZOO_PPO
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation environments of a run seeded ``seed`` are seeded from ``seed + EVAL_SEED_OFFSET``."""
-
-
-class TuningError(Exception):
-    """A study cannot start: bad settings, an unknown environment, an unusable storage."""
 
 
 @dataclass(frozen=True)
@@ -196,12 +193,6 @@ def train_and_evaluate(
             env.close()
             eval_env.close()
     return evaluations.evaluations
-
-
-class Space(Protocol):
-    """What an objective samples: ``PPOVariant`` keyword arguments for a trial."""
-
-    def arguments(self, trial: optuna.Trial, n_envs: int) -> dict[str, Any]: ...
 
 
 def trial_seed(study_seed: int, number: int) -> int:

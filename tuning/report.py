@@ -22,8 +22,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sb3_ppo_variants.common.config import save_config
-from tuning.objective import TuningError
-from tuning.study import task_of
+from tuning.errors import TuningError
+from tuning.storage import task_of
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 

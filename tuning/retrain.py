@@ -23,9 +23,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from sb3_ppo_variants.common.config import from_plain, load_config
-from tuning.objective import Task, TuningError, train_and_evaluate
+from tuning.errors import TuningError
+from tuning.objective import Task, train_and_evaluate
 from tuning.report import best_trial, find_trial, plain_hyperparameters
-from tuning.study import task_of
+from tuning.storage import task_of
 from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
 
 TUNED = "tuned"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import torch as th
@@ -37,6 +37,13 @@ from sb3_ppo_variants.losses import (
     TrustRegionRollbackSurrogate,
     ValueLoss,
 )
+
+
+class Space(Protocol):
+    """What an objective samples: ``PPOVariant`` keyword arguments for a trial. A
+    :class:`SearchSpace` is one; so is any object with this method."""
+
+    def arguments(self, trial: optuna.Trial, n_envs: int) -> dict[str, Any]: ...
 
 
 class SearchSpaceError(ValueError):

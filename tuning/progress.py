@@ -1,0 +1,65 @@
+"""What a running study prints: a progress bar, and one line per finished trial."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts towards ``n_trials``: it ran to an outcome.
+
+    A FAIL without ``fail_reason`` was interrupted (Ctrl-C) or lost its worker (and is retried).
+    """
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def status_line(trial: FrozenTrial) -> str:
+    """One line per finished trial: its outcome, value or where it stopped, and its duration."""
+    seconds = trial.duration.total_seconds() if trial.duration else math.nan
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"value {trial.value:.2f}"
+    elif trial.state == TrialState.PRUNED:
+        reason = trial.user_attrs.get("pruned_reason", "pruned")
+        last = trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+        outcome = reason + (f" (last evaluation {last:.2f})" if last is not None else "")
+    elif trial.state == TrialState.FAIL:
+        outcome = "failed: " + trial.user_attrs.get("fail_reason", "interrupted or its worker was lost")
+    else:
+        outcome = trial.state.name.lower()
+    loss = trial.params.get("policy_loss")
+    return f"trial {trial.number:>4} {trial.state.name:<8} {outcome}, {seconds:.1f} s" + (f" [{loss}]" if loss else "")
+
+
+class Progress:
+    """A progress bar over counted trials and a status line for each trial as it finishes."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, enabled: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self.study, self.enabled = study, enabled
+        finished = self._finished()
+        self.seen = {t.number for t in finished}
+        done = sum(counts(t) for t in finished)
+        self.bar = tqdm(total=n_trials, initial=min(done, n_trials), unit="trial", disable=not enabled)
+
+    def _finished(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+
+    def update(self) -> None:
+        for trial in sorted(self._finished(), key=lambda t: t.number):
+            if trial.number in self.seen:
+                continue
+            self.seen.add(trial.number)
+            if self.enabled:
+                self.bar.write(status_line(trial))
+            if counts(trial):
+                self.bar.update(1)
+
+    def close(self) -> None:
+        self.update()
+        self.bar.close()

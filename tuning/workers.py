@@ -1,0 +1,96 @@
+"""Worker processes: each opens the study itself and runs trials until the study has enough."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from tuning.objective import Objective
+from tuning.progress import Progress, counts
+from tuning.samplers import make_pruner, make_sampler
+from tuning.storage import open_storage, open_study
+
+
+def _optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    deadline: float,
+    after_trial: Callable[[], None] | None = None,
+) -> None:
+    """Run trials until ``n_trials`` count (finished or running, all workers) or the deadline."""
+    while time.monotonic() < deadline:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # so a lost worker's trial does not hold a slot
+        trials = study.get_trials(deepcopy=False)
+        taken = sum(counts(t) for t in trials) + sum(t.state == TrialState.RUNNING for t in trials)
+        if taken >= n_trials:
+            return
+        # Our objective records why a trial failed; it must not stop this worker or the study.
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        if after_trial is not None:
+            after_trial()
+
+
+@dataclass(frozen=True)
+class _Workers:
+    """What each worker process needs to open the study and run its share of the trials."""
+
+    storage_url: str
+    study_name: str
+    sampler: str
+    seed: int
+    n_startup_trials: int
+    pruner: str
+    pruner_startup_trials: int
+    n_trials: int
+    timeout: float
+    heartbeat_interval: int | None
+
+
+def _worker(settings: _Workers, index: int, objective: Objective) -> None:
+    """One worker process: one torch thread, its own connection, its own sampler seed."""
+    import torch as th
+
+    th.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(
+        open_storage(settings.storage_url, settings.heartbeat_interval),
+        settings.study_name,
+        sampler=make_sampler(settings.sampler, settings.seed + index, settings.n_startup_trials),
+        pruner=make_pruner(settings.pruner, objective.task, settings.pruner_startup_trials),
+    )
+    try:
+        _optimize(study, objective, settings.n_trials, time.monotonic() + settings.timeout)
+    except KeyboardInterrupt:
+        pass  # the interrupted trial is marked FAIL (not counted); finished trials are in the storage
+
+
+def _run_workers(settings: _Workers, n_jobs: int, objective: Objective, progress: Progress) -> None:
+    # spawn: a fresh interpreter per worker, with no inherited torch threads or database sockets.
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(settings, i, objective), name=f"tuning-worker-{i}") for i in range(n_jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        while any(worker.is_alive() for worker in workers):
+            progress.update()
+            time.sleep(1.0)
+    finally:
+        for worker in workers:  # on Ctrl-C the workers got it too: give them time to mark their trials
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+    lost = [w.name for w in workers if w.exitcode not in (0, None)]
+    if lost:
+        progress.bar.write(f"warning: {', '.join(lost)} exited with an error; their running trials are retried")
