@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
 
-from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
+from tuning.zoo import zoo_ppo_arguments
 
 LAST_EVALS = 3
 SB3 = "sb3-ppo"
@@ -74,58 +73,45 @@ def cell_path(out: Path, env_id: str, variant: str, seed: int) -> Path:
     return out / "cells" / f"{env_id}__{variant}__{seed}.json"
 
 
-class EvaluationHistory(BaseCallback):
-    """Collects ``[timesteps, mean return]`` after each evaluation of an ``EvalCallback``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.evaluations: list[list[float]] = []
-
-    def _on_step(self) -> bool:
-        self.evaluations.append([self.parent.num_timesteps, float(self.parent.last_mean_reward)])
-        return True
-
-
 def run_cell(env_id: str, variant: str, seed: int, budget_scale: float, out: str) -> dict[str, Any]:
-    """Train and evaluate one (environment, variant, seed); write its file; return its record."""
-    import torch as th
+    """Train and evaluate one (environment, variant, seed); write its file; return its record.
+
+    The cell trains through ``tuning``'s :func:`~tuning.objective.train_and_evaluate`, the loop a
+    tuning trial runs (one torch thread, evaluation environments seeded apart from training).
+    """
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import EvalCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
 
     from sb3_ppo_variants import PPOVariant
     from sb3_ppo_variants.variants import variant_arguments
+    from tuning.objective import Task, train_and_evaluate
 
-    th.set_num_threads(1)  # one process per core; small networks gain nothing from more threads
-    setup, zoo = ENVS[env_id], ZOO_PPO[env_id]
+    setup = ENVS[env_id]
     timesteps = max(int(setup.timesteps * budget_scale), 1)
-    eval_every = max(int(setup.eval_every * budget_scale), 1)
-    env = make_vec_env(env_id, n_envs=zoo.n_envs, seed=seed)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
-    if zoo.normalize:
-        env = VecNormalize(env, gamma=zoo.hyperparameters.get("gamma", 0.99))
-        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)  # EvalCallback syncs its statistics
-    arguments = {**zoo_ppo_arguments(env_id), "seed": seed, "device": "cpu"}
-    if variant == SB3:
-        model = PPO("MlpPolicy", env, **arguments)
-    else:
-        model = PPOVariant("MlpPolicy", env, **variant_arguments(variant, arguments))
-    evaluations = EvalCallback(
-        eval_env,
-        eval_freq=max(eval_every // zoo.n_envs, 1),
+    n_evaluations = min(max(timesteps // max(int(setup.eval_every * budget_scale), 1), 1), timesteps)
+    task = Task.for_env(
+        env_id,
+        timesteps,
+        n_evaluations=n_evaluations,
         n_eval_episodes=setup.eval_episodes,
-        callback_after_eval=(history := EvaluationHistory()),
-        verbose=0,
+        n_eval_envs=1,
+        n_last_evaluations=min(LAST_EVALS, n_evaluations),
     )
+    arguments = zoo_ppo_arguments(env_id)
+    algorithm, arguments = (PPO, arguments) if variant == SB3 else (PPOVariant, variant_arguments(variant, arguments))
+    evaluations: list[list[float]] = []
+
+    def keep(timesteps: int, mean_return: float) -> bool:
+        evaluations.append([timesteps, mean_return])
+        return True
+
     start = time.perf_counter()
     record: dict[str, Any] = {"env": env_id, "variant": variant, "seed": seed, "timesteps": timesteps}
     try:
-        model.learn(timesteps, callback=evaluations)
+        train_and_evaluate(task, arguments, seed, algorithm=algorithm, on_evaluation=keep)
     except Exception as error:  # a diverging variant is a result of the grid, not its end
         record["error"] = f"{type(error).__name__}: {error}"
     record["seconds"] = time.perf_counter() - start
-    record["evaluations"] = history.evaluations
+    record["evaluations"] = evaluations
     path = cell_path(Path(out), env_id, variant, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")

@@ -38,19 +38,7 @@ CASES: dict[str, dict[str, Any]] = {
     "cartpole-default": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "kwargs": {}},
     "cartpole-compile": CARTPOLE_COMPILE,
     # The RL Baselines3 Zoo's tuned hyperparameters for CartPole-v1.
-    "cartpole-zoo": {
-        "env": "CartPole-v1",
-        "n_envs": 8,
-        "timesteps": 40_960,
-        "kwargs": {
-            "n_steps": 32,
-            "batch_size": 256,
-            "n_epochs": 20,
-            "gae_lambda": 0.8,
-            "gamma": 0.98,
-            "learning_rate": 1e-3,
-        },
-    },
+    "cartpole-zoo": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "zoo": True, "kwargs": {}},
     # SB3's PPO against ours with KL_PENALTY_LOSS, on the default path and on the fast path.
     "cartpole-kl-penalty": {
         "env": "CartPole-v1",

@@ -12,6 +12,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
+from tuning.zoo import zoo_ppo_arguments
 
 
 def main() -> None:
@@ -22,24 +23,15 @@ def main() -> None:
     th.set_num_threads(1)  # small networks: one thread is fastest and leaves the other core free
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=args.seed)
-    model = PPOVariant(
-        "MlpPolicy",
-        env,
-        n_steps=32,
-        batch_size=256,
-        n_epochs=20,
-        gae_lambda=0.8,
-        gamma=0.98,
-        learning_rate=1e-3,
-        seed=args.seed,
-        device="cpu",
-        loss=[
-            ClippedSurrogate(clip_range=0.2),
-            ValueLoss(coef=0.5),
-            EntropyBonus(coef=0.0),
-            KLPenalty(coef=0.2, target=0.01, adaptive=True, rule="paper"),
-        ],
-    )
+    # The RL Baselines3 Zoo's tuned PPO hyperparameters; its loss settings go into the components.
+    arguments = zoo_ppo_arguments("CartPole-v1")
+    loss = [
+        ClippedSurrogate(clip_range=arguments.pop("clip_range")),
+        ValueLoss(coef=0.5),
+        EntropyBonus(coef=arguments.pop("ent_coef")),
+        KLPenalty(coef=0.2, target=0.01, adaptive=True, rule="paper"),
+    ]
+    model = PPOVariant("MlpPolicy", env, seed=args.seed, device="cpu", loss=loss, **arguments)
     start = time.perf_counter()
     model.learn(args.timesteps)
     elapsed = time.perf_counter() - start
