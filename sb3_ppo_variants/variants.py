@@ -17,16 +17,20 @@ from typing import Any
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.losses import (
+    CISPOSurrogate,
     ClippedSurrogate,
     EntropyBonus,
+    KLAdaptiveLearningRate,
     KLEarlyStop,
     KLPenalty,
     LossComponent,
     RollbackSurrogate,
+    SoftClipSurrogate,
     SPOSurrogate,
     Surrogate,
     TrustRegionRollbackSurrogate,
     ValueLoss,
+    ValueNormalization,
 )
 from sb3_ppo_variants.losses.base import ScheduleLike
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
@@ -56,6 +60,8 @@ class Variant:
     """Components added after PPO's."""
     options: dict[str, Any] = field(default_factory=dict)
     """``PPOVariant`` arguments that are not part of the loss."""
+    target_kl: float | None = None
+    """KL early stopping's target where the PPO arguments set none (``target_kl=None``)."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -96,6 +102,30 @@ VARIANTS: dict[str, Variant] = {
         "Advantages recomputed before each epoch and normalised per batch (Andrychowicz et al. 2021)",
         options={"recompute_advantages": True, "normalize_advantage": "batch"},
     ),
+    "p3o": Variant(
+        "Sigmoid soft clip, tau = 4, + exact KL(pi_old, pi) penalty, beta = 0.1 (P3O; Chen et al. 2022; "
+        "the authors' MuJoCo defaults)",
+        policy_loss=lambda a: SoftClipSurrogate(temperature=4.0),
+        extra_loss=lambda: [KLPenalty(coef=0.1, adaptive=False, estimator="exact")],
+    ),
+    "sapo": Variant(
+        "Sigmoid soft clip with tau = 1.0 for A > 0 and 1.05 otherwise, no KL (SAPO; Gao et al. 2025)",
+        policy_loss=lambda a: SoftClipSurrogate(temperature=1.0, temperature_negative=1.05),
+    ),
+    "cispo": Variant(
+        "Truncated, gradient-free IS weight on A log pi, eps_high = 0.2, no lower bound, with KL early "
+        "stopping at 0.02 unless target_kl is set (CISPO; MiniMax-M1 2025)",
+        policy_loss=lambda a: CISPOSurrogate(clip_range_high=0.2),
+        target_kl=0.02,
+    ),
+    "kl-adaptive-lr": Variant(
+        "PPO with the learning rate / 1.5 above 2 x KL target 0.01 and x 1.5 below target / 2 (rsl_rl)",
+        extra_loss=lambda: [KLAdaptiveLearningRate(target=0.01)],
+    ),
+    "value-norm": Variant(
+        "PPO with the critic on normalised returns (debiased EMA, beta = 0.99999; MAPPO's ValueNorm)",
+        extra_loss=lambda: [ValueNormalization()],
+    ),
 }
 
 
@@ -121,7 +151,7 @@ def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None)
         policy_loss(linked),
         EntropyBonus(coef=linked["ent_coef"]),
         ValueLoss(coef=linked["vf_coef"], clip_range=clip_range_vf, **value_options),
-        KLEarlyStop(target=linked["target_kl"]),
+        KLEarlyStop(target=variant.target_kl if linked["target_kl"] is None else linked["target_kl"]),
         *(variant.extra_loss() if variant.extra_loss else []),
     ]
     return {**arguments, **variant.options, "loss": loss}

@@ -34,10 +34,18 @@ def test_loss_is_saved_as_plain_data_with_the_adaptive_coefficient(tmp_path):
     with zipfile.ZipFile(tmp_path / "model.zip") as archive:
         data = json.loads(archive.read("data"))
     assert data["loss_config"] == [
-        {"name": "clipped_surrogate", "dual_clip": None, "clip_range_high": None},
+        {"name": "clipped_surrogate", "dual_clip": None, "clip_range_high": None, "log_symmetric": False},
         {"name": "value", "clip_mode": "prediction", "error": "squared", "huber_delta": 1.0},
         {"name": "entropy"},
-        {"name": "kl_penalty", "coef": coef, "target": 0.001, "adaptive": True, "rule": "paper", "estimator": "exact"},
+        {
+            "name": "kl_penalty",
+            "coef": coef,
+            "target": 0.001,
+            "adaptive": True,
+            "rule": "paper",
+            "estimator": "exact",
+            "direction": "forward",
+        },
     ]
     loaded = PPOVariant.load(tmp_path / "model.zip", device="cpu")
     assert loaded.loss_config() == model.loss_config()

@@ -28,8 +28,10 @@ def test_loss_parameters_are_sampled_only_for_their_loss():
         assert ("dual_clip" in values) == (kind == "dual_clip")
         assert ("rollback" in values) == (kind == "rollback")
         assert ("tr_kl_range" in values) == ("tr_rollback" in values) == (kind == "tr_rollback")
-        assert ("kl_penalty" in values) == (kind in ("clipped", "dual_clip", "clip_higher"))
-        assert ("kl_target" in values) == (kind == "penalty" or values.get("kl_penalty", False))
+        assert ("kl_penalty" in values) == (kind in ("clipped", "dual_clip", "clip_higher", "soft_clip"))
+        assert ("kl_target" in values) == (kind in ("penalty", "cispo") or values.get("kl_penalty", False))
+        assert ("soft_clip_temperature" in values) == (kind == "soft_clip")
+        assert ("cispo_clip_high" in values) == (kind == "cispo")
         assert ("value_clip_range" in values) == (values["value_clip"] != "none")
 
 
@@ -94,3 +96,14 @@ def test_a_space_that_could_sample_a_one_sample_minibatch_is_refused():
         space.check(n_envs=1)
     with pytest.raises(SearchSpaceError, match="unknown parameter"):
         SearchSpace(fixed={"batch_size": 64}).check(n_envs=1)
+
+
+def test_the_next_wave_enters_the_space_with_its_conditional_parameters():
+    values = {"policy_loss": "cispo", "cispo_clip_high": 4.0, "kl_target": 0.02, "value_error": "l1"}
+    loss = ppo_variant_arguments({**values, "value_normalization": True, "kl_adaptive_lr": True}, 1)["loss"]
+    assert [type(c).__name__ for c in loss] == [
+        "CISPOSurrogate", "EntropyBonus", "ValueLoss", "KLEarlyStop", "ValueNormalization", "KLAdaptiveLearningRate",
+    ]  # fmt: skip
+    assert loss[0].clip_range_high == 4.0 and loss[2].error == "l1" and loss[3].target == 0.02
+    soft = ppo_variant_arguments({"policy_loss": "soft_clip", "soft_clip_temperature": 2.0, "kl_penalty": True}, 1)
+    assert soft["loss"][0].temperature == 2.0 and type(soft["loss"][-1]).__name__ == "KLPenalty"

@@ -142,7 +142,7 @@ def test_rllib_value_clipping_caps_each_samples_squared_error():
         (lambda: TrustRegionRollbackSurrogate(kl_range=0), "kl_range=0 is invalid: accepted values are numbers > 0"),
         (lambda: SPOSurrogate(clip_range=0), "clip_range=0 is invalid"),
         (lambda: ValueLoss(clip_mode="max"), "clip_mode='max' is invalid: accepted values are one of 'prediction'"),
-        (lambda: ValueLoss(error="l1"), "error='l1' is invalid: accepted values are one of 'squared', 'huber'"),
+        (lambda: ValueLoss(error="l2"), "error='l2' is invalid: accepted values are one of 'squared', 'huber', 'l1'"),
     ],
 )
 def test_invalid_variant_parameters_name_the_parameter(build, message):

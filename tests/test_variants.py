@@ -20,6 +20,11 @@ OWN_STATISTIC = {
     "tr-ppo-rb": "rollback_fraction",
     "spo": "clip_fraction",
     "value-pessimistic": "value_clip_fraction",
+    "p3o": "kl",
+    "sapo": "soft_clip_weight",
+    "cispo": "clip_fraction",
+    "kl-adaptive-lr": "learning_rate_scale",
+    "value-norm": "value_norm_std",
 }
 
 
@@ -37,14 +42,18 @@ def test_each_variant_trains_end_to_end(name, env_id):
         assert f"train/{OWN_STATISTIC[name]}" in logged
 
 
-@pytest.mark.parametrize("name", ["dual-clip", "ppo-penalty", "tr-ppo-rb", "spo", "recompute-advantages"])
+MASKED = ["dual-clip", "ppo-penalty", "tr-ppo-rb", "spo", "recompute-advantages", "p3o", "sapo", "cispo"]
+LSTM = ["clip-higher", "ppo-rb", "tr-ppo-rb", "spo", "value-huber", "p3o", "sapo", "cispo", "kl-adaptive-lr"]
+
+
+@pytest.mark.parametrize("name", MASKED)
 def test_variants_train_with_action_masks(name):
     env = InvalidActionEnvDiscrete(dim=4, n_invalid_actions=2)
     model = MaskablePPOVariant("MlpPolicy", env, **variant_arguments(name, FAST)).learn(128)
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
 
 
-@pytest.mark.parametrize("name", ["clip-higher", "ppo-rb", "tr-ppo-rb", "spo", "value-huber"])
+@pytest.mark.parametrize("name", LSTM)
 def test_variants_train_with_an_lstm(name):
     arguments = variant_arguments(name, {**FAST, "n_steps": 32, "batch_size": 32})
     model = RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", **arguments).learn(64)
@@ -73,3 +82,10 @@ def test_ppo_variant_is_the_arguments_unchanged_and_unknown_names_are_errors():
         variant_arguments("ppo2")
     with pytest.raises(HyperparameterError, match=r"loss=\.\.\. cannot be combined with a named variant"):
         variant_arguments("spo", {"loss": []})
+
+
+def test_cispo_stops_early_on_the_kl_unless_target_kl_says_otherwise():
+    *_, early_stop = variant_arguments("cispo", {})["loss"]
+    assert early_stop == KLEarlyStop(target=0.02)
+    *_, early_stop = variant_arguments("cispo", {"target_kl": 0.05})["loss"]
+    assert early_stop == KLEarlyStop(target=0.05)

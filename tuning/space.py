@@ -27,15 +27,20 @@ import optuna
 import torch as th
 
 from sb3_ppo_variants.losses import (
+    CISPOSurrogate,
     ClippedSurrogate,
     EntropyBonus,
+    KLAdaptiveLearningRate,
+    KLEarlyStop,
     KLPenalty,
     LossComponent,
     RollbackSurrogate,
+    SoftClipSurrogate,
     SPOSurrogate,
     Surrogate,
     TrustRegionRollbackSurrogate,
     ValueLoss,
+    ValueNormalization,
 )
 
 
@@ -87,8 +92,12 @@ class Parameter:
         return self.choices if self.choices is not None else (self.low, self.high)
 
 
-POLICY_LOSSES = ("clipped", "dual_clip", "clip_higher", "rollback", "tr_rollback", "spo", "penalty")
+POLICY_LOSSES = (
+    "clipped", "dual_clip", "clip_higher", "rollback", "tr_rollback", "spo", "penalty", "soft_clip", "cispo",
+)  # fmt: skip
 CLIPPED = ("clipped", "dual_clip", "clip_higher")
+WITH_KL_PENALTY = (*CLIPPED, "soft_clip")
+"""Policy losses that may add a KL penalty (PPO with RLlib's, P3O's soft clip)."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,9 @@ def _policy_loss_is(*kinds: str) -> ValueIn:
     return ValueIn("policy_loss", kinds)
 
 
-def _uses_kl_penalty(values: Mapping[str, Any]) -> bool:
-    return values.get("policy_loss") == "penalty" or bool(values.get("kl_penalty"))
+def _uses_kl_target(values: Mapping[str, Any]) -> bool:
+    """PPO-penalty, a KL penalty, or CISPO's KL early stop."""
+    return values.get("policy_loss") in ("penalty", "cispo") or bool(values.get("kl_penalty"))
 
 
 DEFAULT_PARAMETERS: dict[str, Parameter] = {
@@ -130,14 +140,19 @@ DEFAULT_PARAMETERS: dict[str, Parameter] = {
     "rollback": Parameter(low=0.0, high=1.0, when=_policy_loss_is("rollback")),
     "tr_kl_range": Parameter(low=0.005, high=0.1, log=True, when=_policy_loss_is("tr_rollback")),
     "tr_rollback": Parameter(low=0.0, high=0.5, when=_policy_loss_is("tr_rollback")),
-    "kl_penalty": Parameter(choices=(False, True), when=_policy_loss_is(*CLIPPED)),
-    "kl_target": Parameter(low=0.003, high=0.05, log=True, when=_uses_kl_penalty),
+    "soft_clip_temperature": Parameter(low=1.0, high=8.0, log=True, when=_policy_loss_is("soft_clip")),
+    "cispo_clip_high": Parameter(low=0.1, high=5.0, log=True, when=_policy_loss_is("cispo")),
+    "kl_penalty": Parameter(choices=(False, True), when=_policy_loss_is(*WITH_KL_PENALTY)),
+    "kl_target": Parameter(low=0.003, high=0.05, log=True, when=_uses_kl_target),
     "value_clip": Parameter(choices=("none", "prediction", "pessimistic")),
     "value_clip_range": Parameter(
         choices=(0.1, 0.2, 0.5, 1.0), when=ValueIn("value_clip", ("prediction", "pessimistic"))
     ),
-    "value_error": Parameter(choices=("squared", "huber")),
+    "value_error": Parameter(choices=("squared", "huber", "l1")),
     "vf_coef": Parameter(low=0.2, high=1.0),
+    # Training options that are components.
+    "value_normalization": Parameter(choices=(False, True)),
+    "kl_adaptive_lr": Parameter(choices=(False, True)),
 }
 
 NET_ARCHS = {
@@ -261,6 +276,7 @@ def _defaults() -> dict[str, Any]:
         "net_arch": "small", "activation_fn": "tanh", "policy_loss": "clipped", "dual_clip": 3.0,
         "clip_high_ratio": 1.4, "rollback": 0.3, "tr_kl_range": 0.03, "tr_rollback": 0.05, "kl_penalty": False,
         "kl_target": 0.01, "value_clip": "none", "value_clip_range": 0.2, "value_error": "squared", "vf_coef": 0.5,
+        "soft_clip_temperature": 4.0, "cispo_clip_high": 0.2, "value_normalization": False, "kl_adaptive_lr": False,
     }  # fmt: skip
 
 
@@ -276,6 +292,8 @@ def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
         "tr_rollback": lambda: TrustRegionRollbackSurrogate(kl_range=v["tr_kl_range"], rollback=v["tr_rollback"]),
         "spo": lambda: SPOSurrogate(clip_range=clip_range),
         "penalty": lambda: Surrogate(),
+        "soft_clip": lambda: SoftClipSurrogate(temperature=v["soft_clip_temperature"]),
+        "cispo": lambda: CISPOSurrogate(clip_range_high=v["cispo_clip_high"]),
     }[kind]()
     clipped_value = v["value_clip"] != "none"
     loss = [
@@ -288,6 +306,12 @@ def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
             error=v["value_error"],
         ),
     ]
-    if kind == "penalty" or (kind in CLIPPED and v["kl_penalty"]):
+    if kind == "penalty" or (kind in WITH_KL_PENALTY and v["kl_penalty"]):
         loss.append(KLPenalty(coef=1.0 if kind == "penalty" else 0.2, target=v["kl_target"], adaptive=True))
+    if kind == "cispo":  # only the truncation bounds CISPO's step: stop on the KL (see CISPOSurrogate)
+        loss.append(KLEarlyStop(target=v["kl_target"]))
+    if v["value_normalization"]:
+        loss.append(ValueNormalization())
+    if v["kl_adaptive_lr"]:
+        loss.append(KLAdaptiveLearningRate())
     return loss

@@ -11,19 +11,25 @@ from sb3_ppo_variants.losses.base import (
 )
 from sb3_ppo_variants.losses.entropy import EntropyBonus
 from sb3_ppo_variants.losses.kl import KLEarlyStop, KLPenalty, adapt_kl_coef, exact_kl, kl_per_sample
+from sb3_ppo_variants.losses.learning_rate import KLAdaptiveLearningRate
 from sb3_ppo_variants.losses.surrogate import (
+    CISPOSurrogate,
     ClippedSurrogate,
     RollbackSurrogate,
+    SoftClipSurrogate,
     SPOSurrogate,
     Surrogate,
     TrustRegionRollbackSurrogate,
 )
 from sb3_ppo_variants.losses.value import ValueLoss
+from sb3_ppo_variants.losses.value_normalization import ValueNormalization
 
 __all__ = [
     "LOG_RATIO_LIMIT",
+    "CISPOSurrogate",
     "ClippedSurrogate",
     "EntropyBonus",
+    "KLAdaptiveLearningRate",
     "KLEarlyStop",
     "KLPenalty",
     "LossComponent",
@@ -31,9 +37,11 @@ __all__ = [
     "Minibatch",
     "RollbackSurrogate",
     "SPOSurrogate",
+    "SoftClipSurrogate",
     "Surrogate",
     "TrustRegionRollbackSurrogate",
     "ValueLoss",
+    "ValueNormalization",
     "adapt_kl_coef",
     "build_component",
     "build_loss",

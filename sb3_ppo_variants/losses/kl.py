@@ -7,8 +7,15 @@ http://joschu.net/blog/kl-approx.html):
 - ``"k1"``: ``-log_r``, unbiased, high variance, can be negative;
 - ``"k2"``: ``log_r^2 / 2``, biased, low variance, non-negative;
 - ``"k3"``: ``(r - 1) - log_r``, unbiased, low variance, non-negative (SB3's ``approx_kl``);
+- ``"k3+"``: the value of k3 with the gradient of k2, a straight-through estimator (verl's
+  ``k3+``): k3's unbiased value, k2's gradient, which is the exact KL's gradient at ``r = 1``;
 - ``"exact"``: the closed form between the two distributions at each visited state, from the
   policy as it was at the start of the ``train()`` call.
+
+``direction="reverse"`` estimates ``KL(pi || pi_old)`` instead (MDPO, sample-factory's
+``kl_loss_coeff``): the exact form swaps the distributions, and each sample estimator ``k`` becomes
+``r k(-log_r)``, its importance-weighted version on the same samples from ``pi_old`` (so reverse
+k1 is ``r log_r`` and reverse k3 is ``r log_r - (r - 1)``, both unbiased).
 """
 
 from collections.abc import Mapping
@@ -20,7 +27,8 @@ import torch as th
 from sb3_ppo_variants.common.validation import check_choice, check_number
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch
 
-KL_ESTIMATORS = ("exact", "k1", "k2", "k3")
+KL_ESTIMATORS = ("exact", "k1", "k2", "k3", "k3+")
+KL_DIRECTIONS = ("forward", "reverse")
 ADAPTIVE_RULES = ("paper", "rllib")
 
 
@@ -32,15 +40,28 @@ def exact_kl(old: Any, new: Any) -> th.Tensor:
     return kl.sum(dim=1) if kl.dim() > 1 else kl  # independent action dimensions add up
 
 
-def kl_per_sample(batch: Minibatch, estimator: str) -> th.Tensor:
-    """Per-sample estimate of ``KL(pi_old || pi)`` by ``estimator`` (see the module docstring)."""
+def kl_per_sample(batch: Minibatch, estimator: str, direction: str = "forward") -> th.Tensor:
+    """Per-sample estimate of ``KL(pi_old || pi)`` (``direction="reverse"``: ``KL(pi || pi_old)``) by
+    ``estimator`` (see the module docstring)."""
     if estimator == "exact":
+        if direction == "reverse":
+            return exact_kl(batch.distribution, batch.old_distribution)
         return exact_kl(batch.old_distribution, batch.distribution)
+    if direction == "reverse":
+        return batch.ratio * _sample_kl(-batch.log_ratio, th.exp(-batch.log_ratio), estimator)
+    return _sample_kl(batch.log_ratio, batch.ratio, estimator)
+
+
+def _sample_kl(log_ratio: th.Tensor, ratio: th.Tensor, estimator: str) -> th.Tensor:
     if estimator == "k1":
-        return -batch.log_ratio
+        return -log_ratio
     if estimator == "k2":
-        return 0.5 * batch.log_ratio**2
-    return (batch.ratio - 1) - batch.log_ratio
+        return 0.5 * log_ratio**2
+    k3 = (ratio - 1) - log_ratio
+    if estimator == "k3+":
+        k2 = 0.5 * log_ratio**2
+        return k3.detach() + (k2 - k2.detach())
+    return k3
 
 
 def adapt_kl_coef(coef: float, kl: float, target: float, rule: str) -> float:
@@ -84,7 +105,9 @@ class KLPenalty(LossComponent):
     rule: str = "paper"
     """``"paper"`` or ``"rllib"``."""
     estimator: str = "exact"
-    """``"exact"``, ``"k1"``, ``"k2"`` or ``"k3"``."""
+    """``"exact"``, ``"k1"``, ``"k2"``, ``"k3"`` or ``"k3+"``."""
+    direction: str = "forward"
+    """``"forward"``: ``KL(pi_old || pi)`` (the paper's); ``"reverse"``: ``KL(pi || pi_old)``."""
 
     name: ClassVar[str] = "kl_penalty"
 
@@ -94,13 +117,14 @@ class KLPenalty(LossComponent):
         check_choice("adaptive", self.adaptive, (True, False))
         check_choice("rule", self.rule, ADAPTIVE_RULES)
         check_choice("estimator", self.estimator, KL_ESTIMATORS)
+        check_choice("direction", self.direction, KL_DIRECTIONS)
 
     @property
     def needs_old_distribution(self) -> bool:  # type: ignore[override]
         return self.estimator == "exact"
 
     def __call__(self, batch: Minibatch) -> LossTerm:
-        kl = batch.mean(kl_per_sample(batch, self.estimator))
+        kl = batch.mean(kl_per_sample(batch, self.estimator, self.direction))
         return LossTerm(self.coef * kl, {"kl": kl})
 
     def after_train(self, stats: Mapping[str, float]) -> dict[str, float]:
@@ -123,7 +147,9 @@ class KLEarlyStop(LossComponent):
     factor: float = 1.5
     """Stop when the KL estimate exceeds ``factor * target`` (SB3 uses 1.5)."""
     estimator: str = "k3"
-    """``"exact"``, ``"k1"``, ``"k2"`` or ``"k3"`` (SB3's)."""
+    """``"exact"``, ``"k1"``, ``"k2"``, ``"k3"`` (SB3's) or ``"k3+"``."""
+    direction: str = "forward"
+    """``"forward"``: ``KL(pi_old || pi)`` (SB3's); ``"reverse"``: ``KL(pi || pi_old)``."""
 
     name: ClassVar[str] = "kl_early_stop"
     linked: ClassVar[dict[str, str]] = {"target": "target_kl"}
@@ -132,6 +158,7 @@ class KLEarlyStop(LossComponent):
         check_number("target", self.target, low_inclusive=False, optional=True)
         check_number("factor", self.factor, low_inclusive=False)
         check_choice("estimator", self.estimator, KL_ESTIMATORS)
+        check_choice("direction", self.direction, KL_DIRECTIONS)
 
     @property
     def needs_old_distribution(self) -> bool:  # type: ignore[override]
@@ -148,5 +175,5 @@ class KLEarlyStop(LossComponent):
         if self.target is None:
             return None
         with th.no_grad():
-            kl = batch.mean(kl_per_sample(batch, self.estimator)).item()
+            kl = batch.mean(kl_per_sample(batch, self.estimator, self.direction)).item()
         return f"reaching max kl: {kl:.2f}" if kl > self.factor * self.target else None

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch as th
 
-from sb3_ppo_variants.common.validation import at_least, check_number, value_at
+from sb3_ppo_variants.common.validation import at_least, check_choice, check_number, value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch, ScheduleLike
 from sb3_ppo_variants.losses.kl import exact_kl
 
@@ -41,6 +41,10 @@ class ClippedSurrogate(LossComponent):
     the objective below when a large ratio meets a negative advantage, where plain clipping
     leaves ``r A`` unbounded.
 
+    **Log-symmetric clip** (sample-factory's ``clip_ratio_low = 1 / clip_ratio_high``): with
+    ``log_symmetric=True`` the lower bound is ``1 / (1 + eps)`` instead of ``1 - eps``, so the band
+    is symmetric in ``log r``.
+
     Logs ``policy_gradient_loss``, ``clip_fraction``, ``clip_range``, with clip-higher
     ``clip_range_high``, and with dual clipping ``dual_clip_fraction`` (share of samples bounded by ``c A``).
     """
@@ -52,6 +56,8 @@ class ClippedSurrogate(LossComponent):
     """``c`` (> 1; the paper uses 3), or ``None`` for plain PPO clipping."""
     clip_range_high: ScheduleLike | None = None
     """``eps_high`` for the upper bound ``1 + eps_high`` (float or schedule); ``None``: ``eps``."""
+    log_symmetric: bool = False
+    """Lower bound ``1 / (1 + eps)`` rather than ``1 - eps``."""
 
     name: ClassVar[str] = "clipped_surrogate"
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
@@ -60,29 +66,29 @@ class ClippedSurrogate(LossComponent):
         check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
         check_number("dual_clip", self.dual_clip, low=1.0, low_inclusive=False, optional=True)
         check_number("clip_range_high", self.clip_range_high, low_inclusive=False, schedule=True, optional=True)
+        check_choice("log_symmetric", self.log_symmetric, (True, False))
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         eps = value_at(self.clip_range, batch.progress_remaining)
         advantages, ratio = batch.advantages, batch.ratio
         stats: dict[str, th.Tensor | float] = {"clip_range": eps}
-        if self.clip_range_high is None:
-            eps_high = eps
-            clipped = th.clamp(ratio, 1 - eps, 1 + eps)
-        else:
+        eps_high = eps
+        if self.clip_range_high is not None:
             eps_high = value_at(self.clip_range_high, batch.progress_remaining)
-            clipped = th.clamp(ratio, 1 - eps, 1 + eps_high)
             stats["clip_range_high"] = eps_high
+        eps_low = eps / (1 + eps) if self.log_symmetric else eps  # 1 - eps / (1 + eps) = 1 / (1 + eps)
+        clipped = th.clamp(ratio, 1 - eps_low, 1 + eps_high)
         surrogate = th.min(advantages * ratio, advantages * clipped)
         if self.dual_clip is not None:
             lower_bound = self.dual_clip * advantages
             bounded = (advantages < 0) & (surrogate < lower_bound)
             surrogate = th.where(bounded, lower_bound, surrogate)
             stats["dual_clip_fraction"] = batch.mean(bounded.float())
-        if self.clip_range_high is None:  # SB3's statistic, computed as SB3 does
+        if self.clip_range_high is None and not self.log_symmetric:  # SB3's statistic, computed as SB3 does
             with th.no_grad():
                 stats["clip_fraction"] = batch.mean((th.abs(ratio - 1) > eps).float())
         else:
-            stats["clip_fraction"] = batch.mean(_outside_band(ratio, eps, eps_high))
+            stats["clip_fraction"] = batch.mean(_outside_band(ratio, eps_low, eps_high))
         return _policy_term(batch, surrogate, **stats)
 
 
@@ -224,3 +230,76 @@ class SPOSurrogate(LossComponent):
         advantages, ratio = batch.advantages, batch.ratio
         objective = ratio * advantages - th.abs(advantages) / (2 * eps) * (ratio - 1) ** 2
         return _policy_term(batch, objective, clip_range=eps, clip_fraction=batch.mean(_outside_band(ratio, eps, eps)))
+
+
+@dataclass
+class SoftClipSurrogate(LossComponent):
+    """A sigmoid gate instead of PPO's clip: P3O (Chen et al. 2022, arXiv:2205.10047) and SAPO
+    (Gao et al. 2025, arXiv:2511.20347).
+
+    ``L = -mean((4 / tau) sigmoid(tau (r - 1)) A)``, with ``tau = temperature`` where ``A > 0``
+    and ``temperature_negative`` elsewhere (SAPO; ``None``: one temperature, P3O). The gate's
+    slope ``4 sigmoid (1 - sigmoid)`` is 1 at ``r = 1``, so the gradient there is PPO's, and it
+    fades smoothly as the ratio leaves 1 instead of stopping at a hard bound. Defaults: P3O's
+    ``tau = 4`` (``taunow`` in the authors' code, raincchio/P3O); SAPO uses ``1.0`` and ``1.05``
+    (verl, TRL). P3O adds an exact KL penalty (the ``p3o`` variant); SAPO does not.
+
+    Logs ``policy_gradient_loss`` and ``soft_clip_weight``, the mean slope of the gate (1: the
+    samples move as under PPO inside its band; near 0: as if clipped).
+    """
+
+    temperature: float = 4.0
+    """``tau`` (> 0) for samples with ``A > 0``, and for all of them without ``temperature_negative``."""
+    temperature_negative: float | None = None
+    """``tau`` for samples with ``A <= 0``; ``None``: ``temperature``."""
+
+    name: ClassVar[str] = "soft_clip_surrogate"
+
+    def __post_init__(self) -> None:
+        check_number("temperature", self.temperature, low_inclusive=False)
+        check_number("temperature_negative", self.temperature_negative, low_inclusive=False, optional=True)
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        advantages, ratio = batch.advantages, batch.ratio
+        tau: th.Tensor | float = self.temperature
+        if self.temperature_negative is not None:
+            tau = th.where(advantages > 0, self.temperature, self.temperature_negative)
+        gate = th.sigmoid(tau * (ratio - 1))
+        with th.no_grad():
+            slope = batch.mean(4 * gate * (1 - gate))
+        return _policy_term(batch, (4 / tau) * gate * advantages, soft_clip_weight=slope)
+
+
+@dataclass
+class CISPOSurrogate(LossComponent):
+    """CISPO, clipped importance-sampling-weight policy optimisation (MiniMax-M1, arXiv:2506.13585).
+
+    ``L = -mean(sg(clip(r, 1 - eps_low, 1 + eps_high)) A log pi(a|s))``: the importance weight is
+    truncated and carries no gradient, so every sample keeps the policy-gradient direction
+    ``A grad log pi`` (PPO's clip drops the gradient of clipped samples; TorchRL's ``CISPOLoss``
+    does too, which is not this). Only the truncation limits how far the policy moves, so pair it
+    with KL early stopping (the ``cispo`` variant). Defaults: ``eps_high = 0.2`` (verl's
+    ``clip_ratio``) and no lower bound (the paper tunes only the upper one).
+
+    Logs ``policy_gradient_loss`` (the value of this objective, which is not PPO's) and
+    ``clip_fraction`` (share of samples whose weight was truncated).
+    """
+
+    clip_range_high: float = 0.2
+    """``eps_high`` > 0: weights above ``1 + eps_high`` are truncated to it."""
+    clip_range_low: float | None = None
+    """``eps_low`` in (0, 1]: weights below ``1 - eps_low`` are raised to it; ``None``: no lower bound."""
+
+    name: ClassVar[str] = "cispo_surrogate"
+
+    def __post_init__(self) -> None:
+        check_number("clip_range_high", self.clip_range_high, low_inclusive=False)
+        check_number("clip_range_low", self.clip_range_low, low_inclusive=False, high=1.0, optional=True)
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        ratio = batch.ratio
+        low = 0.0 if self.clip_range_low is None else 1 - self.clip_range_low
+        with th.no_grad():
+            weight = th.clamp(ratio, low, 1 + self.clip_range_high)
+            truncated = batch.mean(((ratio > 1 + self.clip_range_high) | (ratio < low)).float())
+        return _policy_term(batch, weight * batch.advantages * batch.log_prob, clip_fraction=truncated)

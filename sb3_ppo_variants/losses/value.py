@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sb3_ppo_variants.common.validation import check_choice, check_number, value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch, ScheduleLike
 
-VALUE_ERRORS = ("squared", "huber")
+VALUE_ERRORS = ("squared", "huber", "l1")
 VALUE_CLIP_MODES = ("prediction", "pessimistic", "error")
 
 
@@ -17,9 +17,10 @@ VALUE_CLIP_MODES = ("prediction", "pessimistic", "error")
 class ValueLoss(LossComponent):
     """Regression of the value prediction on the GAE(lambda) returns, weighted by ``coef``.
 
-    ``L = coef * mean(l(R - V))`` with ``l`` the squared error (SB3) or the Huber loss
+    ``L = coef * mean(l(R - V))`` with ``l`` the squared error (SB3), the Huber loss
     (``0.5 x^2`` for ``|x| <= delta``, ``delta (|x| - delta / 2)`` beyond; Huber 1964), which
-    bounds the gradient of large errors when returns are not normalised.
+    bounds the gradient of large errors when returns are not normalised, or the absolute error
+    (TorchRL's ``loss_critic_type="l1"``), whose gradient is the error's sign.
 
     With ``clip_range = c`` set, ``clip_mode`` says how the value is kept near ``V_old``, the
     prediction recorded at collection time:
@@ -41,7 +42,7 @@ class ValueLoss(LossComponent):
     clip_mode: str = "prediction"
     """``"prediction"``, ``"pessimistic"`` or ``"error"`` (see above)."""
     error: str = "squared"
-    """``"squared"`` or ``"huber"``."""
+    """``"squared"``, ``"huber"`` or ``"l1"``."""
     huber_delta: float = 1.0
     """Where the Huber loss turns from quadratic to linear."""
 
@@ -58,6 +59,8 @@ class ValueLoss(LossComponent):
     def _error(self, returns: th.Tensor, values: th.Tensor) -> th.Tensor:
         if self.error == "huber":
             return F.huber_loss(values, returns, reduction="none", delta=self.huber_delta)
+        if self.error == "l1":
+            return th.abs(returns - values)
         return (returns - values) ** 2
 
     def __call__(self, batch: Minibatch) -> LossTerm:
