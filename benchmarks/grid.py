@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -82,7 +83,7 @@ def run_cell(env_id: str, variant: str, seed: int, budget_scale: float, out: str
     from stable_baselines3 import PPO
 
     from sb3_ppo_variants import PPOVariant
-    from sb3_ppo_variants.variants import variant_arguments
+    from sb3_ppo_variants.variants import variant_arguments, variant_policy
     from tuning.objective import Task, train_and_evaluate
 
     setup = ENVS[env_id]
@@ -98,6 +99,7 @@ def run_cell(env_id: str, variant: str, seed: int, budget_scale: float, out: str
     )
     arguments = zoo_ppo_arguments(env_id)
     algorithm, arguments = (PPO, arguments) if variant == SB3 else (PPOVariant, variant_arguments(variant, arguments))
+    task = dataclasses.replace(task, policy=variant_policy(variant, task.policy))  # PPG's policy has an extra head
     evaluations: list[list[float]] = []
 
     def keep(timesteps: int, mean_return: float) -> bool:

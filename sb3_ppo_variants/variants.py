@@ -10,9 +10,12 @@ package use these names.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from stable_baselines3 import PPO
 
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import value_at
@@ -20,19 +23,27 @@ from sb3_ppo_variants.losses import (
     CISPOSurrogate,
     ClippedSurrogate,
     EntropyBonus,
+    EWMAProximalSurrogate,
     KLAdaptiveLearningRate,
     KLEarlyStop,
     KLPenalty,
+    LogProbClippedSurrogate,
     LossComponent,
+    MirrorDescentCoefficient,
+    OuterUpdate,
+    RatioDeviationEarlyStop,
     RollbackSurrogate,
     SoftClipSurrogate,
     SPOSurrogate,
     Surrogate,
+    TrustRegionGuidedSurrogate,
     TrustRegionRollbackSurrogate,
     ValueLoss,
     ValueNormalization,
+    VTraceAdvantages,
 )
 from sb3_ppo_variants.losses.base import ScheduleLike
+from sb3_ppo_variants.phasic import PhasicAuxiliaryPhase
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
 
 
@@ -62,6 +73,10 @@ class Variant:
     """``PPOVariant`` arguments that are not part of the loss."""
     target_kl: float | None = None
     """KL early stopping's target where the PPO arguments set none (``target_kl=None``)."""
+    epochs_factor: int = 1
+    """``n_epochs`` is this times PPO's: for variants whose own rule ends a call's epochs."""
+    policies: dict[str, str] = field(default_factory=dict)
+    """The policy alias to use instead of SB3's (see :func:`variant_policy`)."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -126,7 +141,70 @@ VARIANTS: dict[str, Variant] = {
         "PPO with the critic on normalised returns (debiased EMA, beta = 0.99999; MAPPO's ValueNorm)",
         extra_loss=lambda: [ValueNormalization()],
     ),
+    "popart": Variant(
+        "Value normalisation that also rescales the value head so its outputs are preserved when the "
+        "statistics move (PopArt; van Hasselt et al. 2016), with value-norm's statistics",
+        extra_loss=lambda: [ValueNormalization(preserve_outputs=True)],
+    ),
+    "copg": Variant(
+        "PPO's clip on log pi instead of r: min(log pi A, clip(log pi, log pi_old + log(1 -/+ eps)) A) "
+        "(COPG; Markowitz and Staley 2023)",
+        policy_loss=lambda a: LogProbClippedSurrogate(clip_range=a["clip_range"]),
+    ),
+    "espo": Variant(
+        "Unclipped surrogate; a call's epochs end once mean |r - 1| > 0.25, with 3 x PPO's epochs allowed "
+        "(ESPO; Sun et al. 2022; RL-X's defaults)",
+        policy_loss=lambda a: Surrogate(),
+        extra_loss=lambda: [RatioDeviationEarlyStop(max_deviation=0.25)],
+        epochs_factor=3,
+    ),
+    "mdpo": Variant(
+        "Unclipped surrogate + exact reverse KL(pi, pi_old) / t_k, t_k = 1 - k/K floored at 0.01 (on-policy MDPO; "
+        "Tomar et al. 2022)",
+        policy_loss=lambda a: Surrogate(),
+        extra_loss=lambda: [
+            KLPenalty(coef=MirrorDescentCoefficient(), adaptive=False, estimator="exact", direction="reverse")
+        ],
+    ),
+    "vtrace": Variant(
+        "PPO with advantages recomputed before each epoch by V-trace, rho_bar = c_bar = 1 (Espeholt et al. 2018; "
+        "PufferLib 3)",
+        extra_loss=lambda: [VTraceAdvantages()],
+    ),
+    "trgppo": Variant(
+        "Per-sample clip bounds from a KL trust region of delta = 0.001 around the old policy, only widening "
+        "PPO's band; Discrete actions only (TRGPPO; Wang et al. 2019; the authors' Atari delta)",
+        policy_loss=lambda a: TrustRegionGuidedSurrogate(clip_range=a["clip_range"], kl_range=0.001),
+    ),
+    "ppo-ewma": Variant(
+        "Clip around an EWMA of past policies (bias-corrected, decay from the anchor's age), importance "
+        "weight pi / pi_b capped at 100 (PPO-EWMA; Hilton et al. 2022; openai/ppo-ewma)",
+        policy_loss=lambda a: EWMAProximalSurrogate(clip_range=a["clip_range"]),
+    ),
+    "ppg": Variant(
+        "Phasic Policy Gradient: PPO with one epoch per call, and every 32 calls 6 epochs distilling the "
+        "value targets into an auxiliary head on the policy network, beta_clone = 1 (Cobbe et al. 2021; "
+        "CleanRL's defaults)",
+        extra_loss=lambda: [PhasicAuxiliaryPhase()],
+        options={"n_epochs": 1},
+        policies={name: f"Phasic{name}" for name in ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")},
+    ),
+    "outer-ppo": Variant(
+        "PPO whose call's update theta* - theta_k is applied with an outer learning rate of 1.5, no momentum "
+        "(outer-PPO; Tan et al. 2024; the rate is this project's choice, see OuterUpdate)",
+        extra_loss=lambda: [OuterUpdate(outer_learning_rate=1.5)],
+    ),
 }
+
+_PPO_N_EPOCHS = inspect.signature(PPO.__init__).parameters["n_epochs"].default
+
+
+def variant_policy(name: str, policy: Any) -> Any:
+    """The policy for variant ``name`` given the one PPO would use: PPG's alias for SB3's (``"MlpPolicy"``
+    -> ``"PhasicMlpPolicy"``); anything else is kept."""
+    if name not in VARIANTS or not isinstance(policy, str):
+        return policy
+    return VARIANTS[name].policies.get(policy, policy)
 
 
 def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -154,4 +232,6 @@ def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None)
         KLEarlyStop(target=variant.target_kl if linked["target_kl"] is None else linked["target_kl"]),
         *(variant.extra_loss() if variant.extra_loss else []),
     ]
+    if variant.epochs_factor != 1:
+        arguments["n_epochs"] = variant.epochs_factor * arguments.get("n_epochs", _PPO_N_EPOCHS)
     return {**arguments, **variant.options, "loss": loss}

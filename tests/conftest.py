@@ -150,3 +150,23 @@ class CueRecallEnv(gym.Env):
             return np.zeros(2, np.float32), 0.0, False, False, {}
         reward = 1.0 if int(action) == self._cue else -1.0
         return np.array([0, 1], np.float32), reward, True, False, {}
+
+
+def save_continue_and_resume(model: Any, path: Any, timesteps: int) -> tuple[Any, Any]:
+    """Save ``model``, then train it ``timesteps`` further; load the save and train that as far,
+    from the same environment state and random streams. Returns ``(straight, resumed)``: equal
+    weights and state mean training resumes exactly."""
+    import copy
+    import random
+
+    model.save(path)
+    env_at_save = copy.deepcopy(model.get_env())
+    rng_at_save = th.get_rng_state(), np.random.get_state(), random.getstate()
+    model.learn(timesteps, reset_num_timesteps=False)
+    resumed = type(model).load(path, env=env_at_save, device="cpu", force_reset=False)
+    # Loading re-seeds the global RNGs (SB3's _setup_model); put them back where they were.
+    th.set_rng_state(rng_at_save[0])
+    np.random.set_state(rng_at_save[1])
+    random.setstate(rng_at_save[2])
+    resumed.learn(timesteps, reset_num_timesteps=False)
+    return model, resumed

@@ -17,11 +17,17 @@ from sb3_ppo_variants.losses import (
     CISPOSurrogate,
     ClippedSurrogate,
     EntropyBonus,
+    EWMAProximalSurrogate,
     KLAdaptiveLearningRate,
     KLPenalty,
+    LogProbClippedSurrogate,
+    MirrorDescentCoefficient,
+    OuterUpdate,
     SoftClipSurrogate,
+    TrustRegionGuidedSurrogate,
     ValueLoss,
     ValueNormalization,
+    VTraceAdvantages,
 )
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm
 from sb3_ppo_variants.training.compiled import BACKWARD, ONE_GRAPH, compile_options
@@ -109,6 +115,34 @@ CASES = {
         TRACE_ONLY,
         {"loss": [CISPOSurrogate(), ValueLoss(clip_range=0.2, error="l1"), ValueNormalization()]},
     ),
+    "copg-mdpo-and-vtrace": (
+        PPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0),
+        TRACE_ONLY,
+        {
+            "loss": [
+                LogProbClippedSurrogate(),
+                ValueLoss(),
+                KLPenalty(coef=MirrorDescentCoefficient(), adaptive=False, direction="reverse"),
+                VTraceAdvantages(),
+            ]
+        },
+    ),
+    "ewma-proximal-policy-and-outer-update": (
+        PPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0),
+        TRACE_ONLY,
+        {"loss": [EWMAProximalSurrogate(), ValueLoss(), OuterUpdate(outer_learning_rate=1.5)]},
+    ),
+    "trust-region-guided": (
+        PPOVariant,
+        "MlpPolicy",
+        lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0),
+        TRACE_ONLY,
+        {"loss": [TrustRegionGuidedSurrogate(), ValueLoss()]},
+    ),
     "two-learning-rates": (
         PPOVariant,
         "MlpPolicy",
@@ -143,8 +177,9 @@ def test_compiled_update_equals_the_default_update_up_to_rounding(case):
         return model.learn(128)
 
     # Early stopping needs the minibatch, so the one graph is never tried; SB3 reads numpy values
-    # as tensors in the other two (the image check, a Discrete observation's n), which fall back.
-    falls_back = case in ("cnn", "masked-discrete-observations")
+    # as tensors in two others (the image check, a Discrete observation's n), and torch.func
+    # cannot run a second policy (PPO-EWMA's average) inside the graph: those fall back.
+    falls_back = case in ("cnn", "masked-discrete-observations", "ewma-proximal-policy-and-outer-update")
     path = BACKWARD if falls_back or case == "exact-kl-and-early-stop" else ONE_GRAPH
     default = one_update(False)
     if falls_back:

@@ -255,6 +255,20 @@ def test_two_value_transforms_are_refused():
 
 
 @dataclass
+class LearningRateField(LossComponent):
+    learning_rate: float = 1e-3  # would hide the learning_rate hook
+    name: ClassVar[str] = "learning_rate_field"
+
+    def __call__(self, batch):
+        return LossTerm(None)
+
+
+def test_a_field_named_like_a_hook_is_refused_with_its_name():
+    with pytest.raises(HyperparameterError, match=r"field named like a method of LossComponent \(learning_rate\)"):
+        PPOVariant("MlpPolicy", "CartPole-v1", loss=[ClippedSurrogate(), LearningRateField()])
+
+
+@dataclass
 class RewardDistillation(LossComponent):
     """Keeps every rollout's rewards; every ``every`` calls, pulls the value head's bias towards
     their mean in a few steps of its own."""

@@ -1,11 +1,15 @@
 """The next wave of components and options: value and gradient against hand computations."""
 
+import copy
 import math
+import types
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from torch.distributions import Categorical
 
@@ -14,14 +18,24 @@ from sb3_ppo_variants.common.hooks import TrainingContext
 from sb3_ppo_variants.losses import (
     CISPOSurrogate,
     ClippedSurrogate,
+    EWMAProximalSurrogate,
     KLAdaptiveLearningRate,
+    KLPenalty,
+    LogProbClippedSurrogate,
+    MirrorDescentCoefficient,
+    OuterUpdate,
+    RatioDeviationEarlyStop,
     SoftClipSurrogate,
+    Surrogate,
+    TrustRegionGuidedSurrogate,
     ValueLoss,
     ValueNormalization,
+    VTraceAdvantages,
     kl_per_sample,
+    trust_region_ratio_bounds,
 )
 from sb3_ppo_variants.variants import variant_arguments
-from tests.conftest import FAST, make_batch
+from tests.conftest import FAST, make_batch, parameters_equal, save_continue_and_resume
 
 
 def sigmoid(x: float) -> float:
@@ -206,3 +220,274 @@ def test_value_normalization_trains_the_critic_on_normalised_returns(cls, policy
     loaded = cls.load(tmp_path / "model.zip", device="cpu")
     for original, restored in zip(model.loss[4].mean_and_std(), loaded.loss[4].mean_and_std(), strict=True):
         assert th.equal(original, restored)
+
+
+def test_copg_clips_log_pi_in_ppos_band_and_keeps_the_plain_policy_gradient_inside_it():
+    old_log_prob = th.full((4,), math.log(0.5))
+    ratios, advantages = [1.1, 1.5, 0.5, 0.7], [1.0, 1.0, -1.0, 1.0]
+    log_prob = (old_log_prob + th.log(th.tensor(ratios))).requires_grad_(True)
+    batch = make_batch(ratio=ratios, advantages=advantages, log_prob=log_prob, old_log_prob=old_log_prob)
+    term = LogProbClippedSurrogate(clip_range=0.2)(batch)
+    low, high = math.log(0.5 * 0.8), math.log(0.5 * 1.2)
+    objective = [min(lp * a, min(max(lp, low), high) * a) for lp, a in zip(log_prob.tolist(), advantages, strict=True)]
+    assert term.loss.item() == pytest.approx(-sum(objective) / 4, rel=1e-6)
+    # Inside the band and where the min keeps log pi: -A / n, with no ratio factor; clipped: 0.
+    (grad,) = th.autograd.grad(term.loss, log_prob)
+    assert grad.tolist() == pytest.approx([-0.25, 0.0, 0.0, -0.25])
+    assert term.stats["clip_fraction"].item() == pytest.approx(0.75)  # 1.5, 0.5 and 0.7 left the band
+    with pytest.raises(HyperparameterError, match="clip_range"):
+        LogProbClippedSurrogate(clip_range=1.0)  # log(1 - eps) is -inf
+
+
+def test_ratio_deviation_stop_reads_the_mean_or_median_of_the_ratios_distance_from_one():
+    batch = make_batch(ratio=[1.1, 0.8, 1.5])  # |r - 1|: 0.1, 0.2, 0.5
+    assert RatioDeviationEarlyStop(max_deviation=0.25).stop_early(batch) == "reaching a ratio deviation of 0.27"
+    assert RatioDeviationEarlyStop(max_deviation=0.25, statistic="median").stop_early(batch) is None
+    assert RatioDeviationEarlyStop()(batch).stats["ratio_deviation"].item() == pytest.approx(0.8 / 3)
+    with pytest.raises(HyperparameterError, match="statistic"):
+        RatioDeviationEarlyStop(statistic="max")
+
+
+def test_espo_allows_three_times_ppos_epochs_and_its_rule_ends_them():
+    assert variant_arguments("espo", {"n_epochs": 4})["n_epochs"] == 12
+    assert variant_arguments("espo")["n_epochs"] == 30  # SB3's default, 10, times 3
+    loss = [Surrogate(), ValueLoss(), RatioDeviationEarlyStop(max_deviation=1e-9)]
+    model = PPOVariant("MlpPolicy", "CartPole-v1", loss=loss, **{**FAST, "n_epochs": 5}).learn(64 * 4)
+    # Each call's first step moves the policy, so the second minibatch stops the call in its first epoch:
+    # four calls, one epoch each of the five allowed.
+    assert model.logger.name_to_value["train/n_updates"] == 4
+
+
+def test_mdpo_coefficient_is_one_over_an_annealed_step_size_with_a_floor():
+    coefficient = MirrorDescentCoefficient()
+    assert (coefficient(1.0), coefficient(0.25), coefficient(0.0)) == (1.0, 4.0, 100.0)
+    kl = KLPenalty(coef=coefficient, adaptive=False, direction="reverse")
+    old = Categorical(probs=th.tensor([[0.5, 0.5]]))
+    new = Categorical(probs=th.tensor([[0.8, 0.2]]))
+    batch = make_batch(ratio=[1.0], distribution=new, old_distribution=old, progress_remaining=0.5)
+    term = kl(batch)  # a schedule left unresolved is read at the batch's progress
+    expected = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)  # KL(pi || pi_old)
+    assert term.loss.item() == pytest.approx(2.0 * expected, rel=1e-6)
+    assert term.stats["kl_coef"] == 2.0
+    with pytest.raises(HyperparameterError, match="coef"):
+        KLPenalty(coef=coefficient, adaptive=True)  # the adaptive rule multiplies a number
+
+
+def test_mdpo_penalty_reaches_its_floored_coefficient_in_the_last_call():
+    model = PPOVariant("MlpPolicy", "CartPole-v1", **variant_arguments("mdpo", FAST)).learn(128 * 2)
+    assert model.logger.name_to_value["train/kl_coef"] == 100.0  # progress remaining 0 in the last call
+    assert callable(model.loss[4].coef)  # the schedule is restored after the call
+
+
+def test_vtrace_with_unit_ratios_is_sb3s_gae():
+    rng = np.random.default_rng(0)
+    n_steps, n_envs = 6, 2
+    buffer = RolloutBuffer(n_steps, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(2), n_envs=n_envs, gamma=0.9)
+    buffer.rewards = rng.normal(size=(n_steps, n_envs)).astype(np.float32)
+    buffer.values = rng.normal(size=(n_steps, n_envs)).astype(np.float32)
+    buffer.episode_starts = (rng.random((n_steps, n_envs)) < 0.3).astype(np.float32)
+    last_values, dones = rng.normal(size=n_envs).astype(np.float32), np.array([0.0, 1.0], dtype=np.float32)
+    advantages = VTraceAdvantages().advantages(
+        buffer.rewards, buffer.values, buffer.episode_starts, last_values, dones,
+        np.zeros((n_steps, n_envs), dtype=np.float32), buffer.gamma, buffer.gae_lambda,
+    )  # fmt: skip
+    buffer.compute_returns_and_advantage(th.as_tensor(last_values), dones)
+    np.testing.assert_allclose(advantages, buffer.advantages, rtol=1e-6)
+
+
+def test_vtrace_truncates_the_td_error_and_the_trace_by_the_ratio():
+    # Two steps of one env: ratios 2 (truncated to 1) and 0.5; gamma 0.9, lambda 0.8.
+    advantages = VTraceAdvantages(rho_bar=1.0, c_bar=1.0).advantages(
+        rewards=np.array([[1.0], [2.0]]), values=np.array([[0.5], [1.0]]), episode_starts=np.zeros((2, 1)),
+        last_values=np.array([2.0]), dones=np.zeros(1), log_ratio=np.log(np.array([[2.0], [0.5]])),
+        gamma=0.9, gae_lambda=0.8,
+    )  # fmt: skip
+    last = 0.5 * (2.0 + 0.9 * 2.0 - 1.0)
+    first = 1.0 * (1.0 + 0.9 * 1.0 - 0.5) + 0.9 * 0.8 * 1.0 * last
+    assert advantages[:, 0].tolist() == pytest.approx([first, last])
+
+
+def test_vtrace_keeps_the_rollouts_advantages_in_the_first_epoch_and_refuses_an_lstm():
+    arguments = {**FAST, "n_epochs": 1, "seed": 3}
+    ppo = PPOVariant("MlpPolicy", "CartPole-v1", **arguments).learn(256)
+    vtrace = PPOVariant("MlpPolicy", "CartPole-v1", loss=[ClippedSurrogate(), ValueLoss(), VTraceAdvantages()],
+                        **arguments).learn(256)  # fmt: skip
+    for a, b in zip(ppo.policy.parameters(), vtrace.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+    two_epochs = PPOVariant("MlpPolicy", "CartPole-v1", **variant_arguments("vtrace", {**arguments, "n_epochs": 2}))
+    assert two_epochs.learn(256).logger.name_to_value["train/vtrace_truncated_fraction"] > 0
+    with pytest.raises(HyperparameterError, match="V-trace would need to replay the LSTM"):
+        RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", **variant_arguments("vtrace"))
+
+
+def _outer_call(component, policy, update):
+    """One train() call as the loop makes it: the epochs move the weights by ``update``."""
+    context = TrainingContext(None, policy, None, None, 1.0, step=None)
+    component.before_train(context)
+    with th.no_grad():
+        policy.weight.add_(update)
+    return component.extra_phase(context)
+
+
+def test_outer_update_scales_the_calls_update_and_adds_nesterov_momentum():
+    policy = th.nn.Linear(1, 1, bias=False)
+    with th.no_grad():
+        policy.weight.fill_(1.0)
+    plain = OuterUpdate(outer_learning_rate=2.0)
+    stats = _outer_call(plain, policy, 0.5)
+    assert policy.weight.item() == pytest.approx(1.0 + 2.0 * 0.5) and stats["outer_update_norm"] == 0.5
+    nesterov = OuterUpdate(outer_learning_rate=1.0, momentum=0.5)
+    with th.no_grad():
+        policy.weight.fill_(0.0)
+    _outer_call(nesterov, policy, 1.0)  # m = 1, step g + mu m = 1.5
+    assert policy.weight.item() == pytest.approx(1.5)
+    _outer_call(nesterov, policy, 2.0)  # m = 0.5 + 2 = 2.5, step 2 + 1.25
+    assert policy.weight.item() == pytest.approx(1.5 + 3.25)
+    heavy_ball = OuterUpdate(momentum=0.5, nesterov=False)
+    _outer_call(heavy_ball, policy, 1.0)
+    _outer_call(heavy_ball, policy, 1.0)  # m = 0.5 + 1
+    assert policy.weight.item() == pytest.approx(4.75 + 1.0 + 1.5)
+    assert set(heavy_ball.state_dict()) == {"momentum_buffer.weight"}  # the start of a call is not state
+
+
+def test_an_outer_learning_rate_of_one_is_ppo():
+    arguments = {**FAST, "seed": 1}
+    ppo = PPOVariant("MlpPolicy", "Pendulum-v1", **arguments).learn(128)
+    outer = PPOVariant("MlpPolicy", "Pendulum-v1", loss=[ClippedSurrogate(), ValueLoss(), OuterUpdate()], **arguments)
+    outer.learn(128)
+    for a, b in zip(ppo.policy.parameters(), outer.policy.parameters(), strict=True):
+        assert th.allclose(a, b, atol=1e-7)
+    assert outer.logger.name_to_value["train/outer_update_norm"] > 0
+
+
+@pytest.mark.parametrize("cls", [PPOVariant, MaskablePPOVariant])
+def test_outer_momentum_survives_save_load_and_continued_training_bit_for_bit(cls, tmp_path):
+    env = "Pendulum-v1" if cls is PPOVariant else _masked_env
+    loss = [ClippedSurrogate(), ValueLoss(), OuterUpdate(outer_learning_rate=1.5, momentum=0.9)]
+    model = cls("MlpPolicy", make_vec_env(env, n_envs=2, seed=0), loss=loss, **FAST).learn(256)
+    model, resumed = save_continue_and_resume(model, tmp_path / "model.zip", 256)
+    assert parameters_equal(model.policy, resumed.policy)
+    for key, tensor in model.loss[2].momentum_buffer.items():
+        assert th.equal(resumed.loss[2].momentum_buffer[key], tensor), key
+
+
+@pytest.mark.parametrize("p", [0.01, 0.1, 0.5, 0.9])
+def test_trust_region_bounds_are_the_two_roots_of_the_kl_constraint(p):
+    delta = 0.001
+    lower, upper = trust_region_ratio_bounds(th.tensor([p], dtype=th.float64), delta)[0].tolist()
+
+    def kl(r):  # KL(pi_old || pi) when pi gives the action p r and rescales the others
+        return (1 - p) * math.log((1 - p) / (1 - p * r)) - p * math.log(r)
+
+    assert kl(lower) == pytest.approx(delta, rel=1e-6) and kl(upper) == pytest.approx(delta, rel=1e-6)
+    assert 0 < lower < 1 < upper < 1 / p
+    # Second order in the move: KL ~ p x^2 / (2 (1 - p)), so the band is widest for unlikely actions.
+    half_width = math.sqrt(2 * delta * (1 - p) / p)
+    assert (upper - lower) / 2 == pytest.approx(half_width, rel=0.1)
+
+
+def test_trgppo_only_widens_ppos_band_where_the_trust_region_is_wider():
+    # p = 0.01: the trust region reaches r ~ 1.51, past PPO's 1.2; p = 0.5: it ends at ~1.045.
+    old_log_prob = th.log(th.tensor([0.01, 0.5, 0.01, 0.5]))
+    ratios, advantages = [1.4, 1.4, 1.6, 0.7], [1.0, 1.0, 1.0, -1.0]
+    batch = make_batch(ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
+    term = TrustRegionGuidedSurrogate(clip_range=0.2, kl_range=0.001)(batch)
+    upper_rare = trust_region_ratio_bounds(th.tensor([0.01]), 0.001)[0, 1].item()
+    objective = [1.4, 1.2, upper_rare, -0.8]  # inside the widened band; PPO's bound; the rare one's own; PPO's
+    assert term.loss.item() == pytest.approx(-sum(objective) / 4, rel=1e-5)
+    assert grad_of(term, batch.log_ratio) == pytest.approx([-1.4 / 4, 0.0, 0.0, 0.0], abs=1e-7)
+    assert term.stats["clip_fraction"].item() == pytest.approx(0.75)
+    with pytest.raises(HyperparameterError, match="accepted spaces are Discrete"):
+        PPOVariant("MlpPolicy", "Pendulum-v1", **variant_arguments("trgppo"))
+
+
+def _ewma_batch(proximal_log_prob, **tensors):
+    batch = make_batch(**tensors)
+    batch.log_prob = batch.old_log_prob + batch.log_ratio  # the policy's, through the leaf
+    batch.log_prob_under = lambda policy: th.as_tensor(proximal_log_prob)
+    return batch
+
+
+def test_ewma_surrogate_clips_around_the_proximal_policy_and_weights_by_the_behaviour_ratio():
+    old_log_prob = th.log(th.tensor([0.5, 0.5, 0.5]))
+    proximal = th.log(th.tensor([0.6, 0.4, 0.5]))
+    ratios, advantages = [1.5, 1.1, 0.7], [1.0, -1.0, -1.0]
+    component = EWMAProximalSurrogate(clip_range=0.2, decay=0.5)
+    component._proximal = object()  # the average's own forward pass is log_prob_under's business
+    batch = _ewma_batch(proximal, ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
+    term = component(batch)
+    pi = [0.5 * r for r in ratios]
+    prox = [0.6, 0.4, 0.5]
+    objective = [
+        min(a * p / 0.5, a * min(max(p / q, 0.8), 1.2) * q / 0.5) for p, q, a in zip(pi, prox, advantages, strict=True)
+    ]
+    assert term.loss.item() == pytest.approx(-sum(objective) / 3, rel=1e-6)
+    # pi / pi_prox: 1.25 (clipped, A > 0), 1.375 (A < 0: the unclipped term is smaller), 0.7 (clipped, A < 0).
+    assert grad_of(term, batch.log_ratio) == pytest.approx([0.0, 1.1 / 3, 0.0], abs=1e-7)
+    assert term.stats["clip_fraction"].item() == pytest.approx(1.0)
+
+
+def test_ewma_surrogate_with_the_behaviour_policy_as_anchor_is_ppos_clip():
+    ratios, advantages = [1.5, 1.1, 0.7, 0.9], [1.0, -1.0, -1.0, 2.0]
+    old_log_prob = th.log(th.tensor([0.5, 0.2, 0.9, 0.3]))
+    component = EWMAProximalSurrogate(clip_range=0.2)
+    component._proximal = object()
+    ewma = _ewma_batch(old_log_prob, ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
+    ppo = make_batch(ratio=ratios, advantages=advantages)
+    ewma_term, ppo_term = component(ewma), ClippedSurrogate(clip_range=0.2)(ppo)
+    assert ewma_term.loss.item() == pytest.approx(ppo_term.loss.item(), rel=1e-6)
+    assert grad_of(ewma_term, ewma.log_ratio) == pytest.approx(grad_of(ppo_term, ppo.log_ratio), abs=1e-7)
+
+
+def test_ewma_of_the_weights_is_bias_corrected_and_moves_after_each_step():
+    policy = th.nn.Linear(1, 1, bias=False)
+    with th.no_grad():
+        policy.weight.fill_(1.0)
+    model = types.SimpleNamespace(policy_copy=lambda: copy.deepcopy(policy))
+    context = TrainingContext(model, policy, None, None, 1.0, step=None)
+    component = EWMAProximalSurrogate(decay=0.5)
+    component.before_train(context)
+    averages = []
+    for weight in (2.0, 4.0, 8.0):
+        with th.no_grad():
+            policy.weight.fill_(weight)
+        component.after_step(context)
+        averages.append(component.average["weight"].item())
+    # W: 1, 1.5, 1.75; the first step forgets the start, as the authors' EWMA does.
+    assert averages == pytest.approx([2.0, 2.0 + (4.0 - 2.0) / 1.5, 10 / 3 + (8.0 - 10 / 3) / 1.75])
+    assert component._proximal.weight.item() == pytest.approx(averages[-1])  # the average is the copy's weights
+
+
+def test_ewma_decay_matches_the_age_of_ppos_anchor():
+    model = PPOVariant("MlpPolicy", "CartPole-v1", **variant_arguments("ppo-ewma", FAST)).learn(64)
+    # 64 samples in minibatches of 32, 2 epochs: 4 updates, mean age 1.5, beta = 1.5 / 2.5.
+    assert model.logger.name_to_value["train/ewma_decay"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("cls", [PPOVariant, MaskablePPOVariant])
+def test_ewma_average_survives_save_load_and_continued_training_bit_for_bit(cls, tmp_path):
+    env = "Pendulum-v1" if cls is PPOVariant else _masked_env
+    model = cls("MlpPolicy", make_vec_env(env, n_envs=2, seed=0), **variant_arguments("ppo-ewma", FAST)).learn(256)
+    model, resumed = save_continue_and_resume(model, tmp_path / "model.zip", 256)
+    assert parameters_equal(model.policy, resumed.policy)
+    assert th.equal(resumed.loss[0].weight_sum, model.loss[0].weight_sum)
+    for key, tensor in model.loss[0].average.items():
+        assert th.equal(resumed.loss[0].average[key], tensor), key
+
+
+def test_popart_rescales_the_value_head_so_return_scale_predictions_are_preserved():
+    model = PPOVariant("MlpPolicy", "Pendulum-v1", **variant_arguments("popart", FAST)).learn(128)
+    component = model.loss[4]
+    observations = th.as_tensor(model.rollout_buffer.observations[:8])
+
+    def return_scale_values():
+        with th.no_grad():
+            return component.denormalize_values(model.policy.predict_values(observations))
+
+    before = return_scale_values()
+    mean_before = component.mean_and_std()[0].item()
+    context = _context(np.array([[500.0], [700.0]]))  # returns far from those seen so far
+    context.policy = model.policy
+    component.before_train(context)
+    assert component.mean_and_std()[0].item() != pytest.approx(mean_before)  # the statistics moved
+    assert th.allclose(return_scale_values(), before, rtol=1e-5, atol=1e-4)

@@ -32,6 +32,8 @@ def test_loss_parameters_are_sampled_only_for_their_loss():
         assert ("kl_target" in values) == (kind in ("penalty", "cispo") or values.get("kl_penalty", False))
         assert ("soft_clip_temperature" in values) == (kind == "soft_clip")
         assert ("cispo_clip_high" in values) == (kind == "cispo")
+        assert ("espo_max_deviation" in values) == (kind == "espo")
+        assert ("outer_learning_rate" in values) == ("outer_momentum" in values) == values["outer_ppo"]
         assert ("value_clip_range" in values) == (values["value_clip"] != "none")
 
 
@@ -100,10 +102,25 @@ def test_a_space_that_could_sample_a_one_sample_minibatch_is_refused():
 
 def test_the_next_wave_enters_the_space_with_its_conditional_parameters():
     values = {"policy_loss": "cispo", "cispo_clip_high": 4.0, "kl_target": 0.02, "value_error": "l1"}
-    loss = ppo_variant_arguments({**values, "value_normalization": True, "kl_adaptive_lr": True}, 1)["loss"]
+    loss = ppo_variant_arguments({**values, "value_normalization": "value_norm", "kl_adaptive_lr": True}, 1)["loss"]
     assert [type(c).__name__ for c in loss] == [
         "CISPOSurrogate", "EntropyBonus", "ValueLoss", "KLEarlyStop", "ValueNormalization", "KLAdaptiveLearningRate",
     ]  # fmt: skip
     assert loss[0].clip_range_high == 4.0 and loss[2].error == "l1" and loss[3].target == 0.02
     soft = ppo_variant_arguments({"policy_loss": "soft_clip", "soft_clip_temperature": 2.0, "kl_penalty": True}, 1)
     assert soft["loss"][0].temperature == 2.0 and type(soft["loss"][-1]).__name__ == "KLPenalty"
+    espo = ppo_variant_arguments({"policy_loss": "espo", "espo_max_deviation": 0.1, "vtrace": True}, 1)["loss"]
+    assert [type(c).__name__ for c in espo] == [
+        "Surrogate", "EntropyBonus", "ValueLoss", "RatioDeviationEarlyStop", "VTraceAdvantages",
+    ]  # fmt: skip
+    assert espo[3].max_deviation == 0.1
+    mdpo = ppo_variant_arguments({"policy_loss": "mdpo"}, 1)["loss"][-1]
+    assert mdpo.direction == "reverse" and mdpo.coef(0.5) == 2.0 and not mdpo.adaptive
+    outer = ppo_variant_arguments({"outer_ppo": True, "outer_learning_rate": 2.0, "outer_momentum": 0.5}, 1)
+    assert (outer["loss"][-1].outer_learning_rate, outer["loss"][-1].momentum) == (2.0, 0.5)
+    popart = ppo_variant_arguments({"value_normalization": "popart"}, 1)["loss"][-1]
+    assert type(popart).__name__ == "ValueNormalization" and popart.preserve_outputs
+    copg = ppo_variant_arguments({"policy_loss": "copg", "clip_range": 0.3}, 1)["loss"][0]
+    assert type(copg).__name__ == "LogProbClippedSurrogate" and copg.clip_range == 0.3
+    for kind, component in (("ewma", "EWMAProximalSurrogate"), ("trgppo", "TrustRegionGuidedSurrogate")):
+        assert type(ppo_variant_arguments({"policy_loss": kind}, 1)["loss"][0]).__name__ == component

@@ -30,17 +30,24 @@ from sb3_ppo_variants.losses import (
     CISPOSurrogate,
     ClippedSurrogate,
     EntropyBonus,
+    EWMAProximalSurrogate,
     KLAdaptiveLearningRate,
     KLEarlyStop,
     KLPenalty,
+    LogProbClippedSurrogate,
     LossComponent,
+    MirrorDescentCoefficient,
+    OuterUpdate,
+    RatioDeviationEarlyStop,
     RollbackSurrogate,
     SoftClipSurrogate,
     SPOSurrogate,
     Surrogate,
+    TrustRegionGuidedSurrogate,
     TrustRegionRollbackSurrogate,
     ValueLoss,
     ValueNormalization,
+    VTraceAdvantages,
 )
 
 
@@ -94,7 +101,10 @@ class Parameter:
 
 POLICY_LOSSES = (
     "clipped", "dual_clip", "clip_higher", "rollback", "tr_rollback", "spo", "penalty", "soft_clip", "cispo",
+    "copg", "espo", "mdpo", "ewma",
 )  # fmt: skip
+"""The default choices. ``"trgppo"`` is accepted too, for Discrete action spaces only (list it in a
+space file's ``policy_loss`` choices)."""
 CLIPPED = ("clipped", "dual_clip", "clip_higher")
 WITH_KL_PENALTY = (*CLIPPED, "soft_clip")
 """Policy losses that may add a KL penalty (PPO with RLlib's, P3O's soft clip)."""
@@ -142,6 +152,7 @@ DEFAULT_PARAMETERS: dict[str, Parameter] = {
     "tr_rollback": Parameter(low=0.0, high=0.5, when=_policy_loss_is("tr_rollback")),
     "soft_clip_temperature": Parameter(low=1.0, high=8.0, log=True, when=_policy_loss_is("soft_clip")),
     "cispo_clip_high": Parameter(low=0.1, high=5.0, log=True, when=_policy_loss_is("cispo")),
+    "espo_max_deviation": Parameter(low=0.05, high=0.5, log=True, when=_policy_loss_is("espo")),
     "kl_penalty": Parameter(choices=(False, True), when=_policy_loss_is(*WITH_KL_PENALTY)),
     "kl_target": Parameter(low=0.003, high=0.05, log=True, when=_uses_kl_target),
     "value_clip": Parameter(choices=("none", "prediction", "pessimistic")),
@@ -151,8 +162,12 @@ DEFAULT_PARAMETERS: dict[str, Parameter] = {
     "value_error": Parameter(choices=("squared", "huber", "l1")),
     "vf_coef": Parameter(low=0.2, high=1.0),
     # Training options that are components.
-    "value_normalization": Parameter(choices=(False, True)),
+    "value_normalization": Parameter(choices=("none", "value_norm", "popart")),
     "kl_adaptive_lr": Parameter(choices=(False, True)),
+    "vtrace": Parameter(choices=(False, True)),
+    "outer_ppo": Parameter(choices=(False, True)),
+    "outer_learning_rate": Parameter(low=0.5, high=3.0, log=True, when=ValueIn("outer_ppo", (True,))),
+    "outer_momentum": Parameter(low=0.0, high=0.9, when=ValueIn("outer_ppo", (True,))),
 }
 
 NET_ARCHS = {
@@ -276,7 +291,9 @@ def _defaults() -> dict[str, Any]:
         "net_arch": "small", "activation_fn": "tanh", "policy_loss": "clipped", "dual_clip": 3.0,
         "clip_high_ratio": 1.4, "rollback": 0.3, "tr_kl_range": 0.03, "tr_rollback": 0.05, "kl_penalty": False,
         "kl_target": 0.01, "value_clip": "none", "value_clip_range": 0.2, "value_error": "squared", "vf_coef": 0.5,
-        "soft_clip_temperature": 4.0, "cispo_clip_high": 0.2, "value_normalization": False, "kl_adaptive_lr": False,
+        "soft_clip_temperature": 4.0, "cispo_clip_high": 0.2, "value_normalization": "none", "kl_adaptive_lr": False,
+        "espo_max_deviation": 0.25, "vtrace": False, "outer_ppo": False, "outer_learning_rate": 1.0,
+        "outer_momentum": 0.0,
     }  # fmt: skip
 
 
@@ -294,6 +311,11 @@ def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
         "penalty": lambda: Surrogate(),
         "soft_clip": lambda: SoftClipSurrogate(temperature=v["soft_clip_temperature"]),
         "cispo": lambda: CISPOSurrogate(clip_range_high=v["cispo_clip_high"]),
+        "copg": lambda: LogProbClippedSurrogate(clip_range=clip_range),
+        "espo": lambda: Surrogate(),
+        "mdpo": lambda: Surrogate(),
+        "ewma": lambda: EWMAProximalSurrogate(clip_range=clip_range),
+        "trgppo": lambda: TrustRegionGuidedSurrogate(clip_range=clip_range),
     }[kind]()
     clipped_value = v["value_clip"] != "none"
     loss = [
@@ -310,8 +332,16 @@ def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
         loss.append(KLPenalty(coef=1.0 if kind == "penalty" else 0.2, target=v["kl_target"], adaptive=True))
     if kind == "cispo":  # only the truncation bounds CISPO's step: stop on the KL (see CISPOSurrogate)
         loss.append(KLEarlyStop(target=v["kl_target"]))
-    if v["value_normalization"]:
-        loss.append(ValueNormalization())
+    if kind == "espo":
+        loss.append(RatioDeviationEarlyStop(max_deviation=v["espo_max_deviation"]))
+    if kind == "mdpo":
+        loss.append(KLPenalty(coef=MirrorDescentCoefficient(), adaptive=False, estimator="exact", direction="reverse"))
+    if v["value_normalization"] not in ("none", False):  # False, True: the choices before PopArt
+        loss.append(ValueNormalization(preserve_outputs=v["value_normalization"] == "popart"))
     if v["kl_adaptive_lr"]:
         loss.append(KLAdaptiveLearningRate())
+    if v["vtrace"]:
+        loss.append(VTraceAdvantages())
+    if v["outer_ppo"]:
+        loss.append(OuterUpdate(outer_learning_rate=v["outer_learning_rate"], momentum=v["outer_momentum"]))
     return loss

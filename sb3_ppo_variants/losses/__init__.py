@@ -9,37 +9,58 @@ from sb3_ppo_variants.losses.base import (
     build_loss,
     registered_components,
 )
+from sb3_ppo_variants.losses.early_stop import RatioDeviationEarlyStop
 from sb3_ppo_variants.losses.entropy import EntropyBonus
-from sb3_ppo_variants.losses.kl import KLEarlyStop, KLPenalty, adapt_kl_coef, exact_kl, kl_per_sample
+from sb3_ppo_variants.losses.ewma import EWMAProximalSurrogate
+from sb3_ppo_variants.losses.kl import (
+    KLEarlyStop,
+    KLPenalty,
+    MirrorDescentCoefficient,
+    adapt_kl_coef,
+    exact_kl,
+    kl_per_sample,
+)
 from sb3_ppo_variants.losses.learning_rate import KLAdaptiveLearningRate
+from sb3_ppo_variants.losses.outer import OuterUpdate
 from sb3_ppo_variants.losses.surrogate import (
     CISPOSurrogate,
     ClippedSurrogate,
+    LogProbClippedSurrogate,
     RollbackSurrogate,
     SoftClipSurrogate,
     SPOSurrogate,
     Surrogate,
+    TrustRegionGuidedSurrogate,
     TrustRegionRollbackSurrogate,
+    trust_region_ratio_bounds,
 )
 from sb3_ppo_variants.losses.value import ValueLoss
 from sb3_ppo_variants.losses.value_normalization import ValueNormalization
+from sb3_ppo_variants.losses.vtrace import VTraceAdvantages
 
 __all__ = [
     "LOG_RATIO_LIMIT",
     "CISPOSurrogate",
     "ClippedSurrogate",
+    "EWMAProximalSurrogate",
     "EntropyBonus",
     "KLAdaptiveLearningRate",
     "KLEarlyStop",
     "KLPenalty",
+    "LogProbClippedSurrogate",
     "LossComponent",
     "LossTerm",
     "Minibatch",
+    "MirrorDescentCoefficient",
+    "OuterUpdate",
+    "RatioDeviationEarlyStop",
     "RollbackSurrogate",
     "SPOSurrogate",
     "SoftClipSurrogate",
     "Surrogate",
+    "TrustRegionGuidedSurrogate",
     "TrustRegionRollbackSurrogate",
+    "VTraceAdvantages",
     "ValueLoss",
     "ValueNormalization",
     "adapt_kl_coef",
@@ -48,4 +69,5 @@ __all__ = [
     "exact_kl",
     "kl_per_sample",
     "registered_components",
+    "trust_region_ratio_bounds",
 ]

@@ -60,6 +60,10 @@ class Minibatch:
     compiled graph. Schedules in a component's fields are already resolved (see
     :func:`schedules_resolved`): read them with ``value_at`` or as they are."""
     policy: th.nn.Module
+    log_prob_under: Callable[[Any], th.Tensor] | None = None
+    """``log_prob_under(other)``: ``log pi'(a|s)`` of this minibatch's actions under another policy
+    built like ``policy`` (an average of its weights, see ``model.policy_copy()``), evaluated as the
+    policy is (masks, LSTM states)."""
 
     def mean(self, x: th.Tensor) -> th.Tensor:
         """Mean over the real samples (RLlib's ``possibly_masked_mean``)."""
@@ -116,6 +120,11 @@ class LossComponent(TrainingHook):
     def stop_early(self, batch: Minibatch) -> str | None:
         """Return a reason to end this ``train()`` call before this minibatch's update."""
         return None
+
+    def check_model(self, model: Any) -> None:
+        """Raise :class:`~sb3_ppo_variants.common.errors.HyperparameterError` for a model (its
+        action space, its policy) this component cannot serve; the algorithm asks once its policy
+        is built, and whenever the loss is replaced."""
 
     @property
     def stops_early(self) -> bool:
@@ -214,6 +223,12 @@ def build_component(spec: LossSpec) -> LossComponent:
             "(decorate the class with @dataclass, so its fields are its hyperparameters)."
         )
     fields = [f.name for f in dataclasses.fields(cls)]
+    shadowing = sorted(f for f in fields if callable(getattr(LossComponent, f, None)))
+    if shadowing:
+        raise HyperparameterError(
+            f"loss component {name!r} has a field named like a method of LossComponent ({', '.join(shadowing)}): "
+            "accepted field names are any others (the field would hide the method the training loop calls)."
+        )
     unknown = sorted(set(params) - set(fields))
     if unknown:
         raise HyperparameterError(

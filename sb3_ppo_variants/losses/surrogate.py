@@ -6,10 +6,12 @@ clip range also log ``clip_fraction``, the share of samples whose ratio left ``[
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch as th
+from gymnasium import spaces
 
+from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import at_least, check_choice, check_number, value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch, ScheduleLike
 from sb3_ppo_variants.losses.kl import exact_kl
@@ -303,3 +305,133 @@ class CISPOSurrogate(LossComponent):
             weight = th.clamp(ratio, low, 1 + self.clip_range_high)
             truncated = batch.mean(((ratio > 1 + self.clip_range_high) | (ratio < low)).float())
         return _policy_term(batch, weight * batch.advantages * batch.log_prob, clip_fraction=truncated)
+
+
+@dataclass
+class LogProbClippedSurrogate(LossComponent):
+    """COPG, the clipped-objective policy gradient (Markowitz and Staley 2023, arXiv:2311.05846).
+
+    ``L = -mean(min(log pi A, clip(log pi, log pi_old + log(1 - eps), log pi_old + log(1 + eps)) A))``:
+    PPO's clip applied to ``log pi`` instead of ``r``. The band is PPO's (``log`` is monotone, so
+    ``log pi`` leaves it exactly when ``r`` leaves ``[1 - eps, 1 + eps]``), but inside it the
+    gradient is the plain policy gradient ``A grad log pi``, with no importance weight ``r``; the
+    paper shows this objective is on average more pessimistic than PPO's and explores more.
+    ``eps = 0.2`` as PPO. The equation is the one the survey in ``shared/reference`` gives and the
+    abstract describes ("a basic policy gradient, clipped in an equivalent fashion"); the paper's
+    full text could not be read where this was written.
+
+    Logs ``policy_gradient_loss`` (includes the constant ``mean(log pi_old A)``, so it is not
+    comparable with PPO's), ``clip_fraction`` and ``clip_range``.
+    """
+
+    clip_range: ScheduleLike = 0.2
+    """``eps`` (float or schedule, < 1). Mirrors the algorithm's ``clip_range``."""
+
+    name: ClassVar[str] = "log_prob_clipped_surrogate"
+    linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
+
+    def __post_init__(self) -> None:
+        check_number("clip_range", self.clip_range, low_inclusive=False, high=0.999, schedule=True)
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        eps = value_at(self.clip_range, batch.progress_remaining)
+        eps_t = th.as_tensor(eps, dtype=batch.log_prob.dtype, device=batch.log_prob.device)
+        advantages, log_prob, old_log_prob = batch.advantages, batch.log_prob, batch.old_log_prob
+        clipped = th.clamp(log_prob, old_log_prob + th.log1p(-eps_t), old_log_prob + th.log1p(eps_t))
+        objective = th.min(log_prob * advantages, clipped * advantages)
+        return _policy_term(
+            batch, objective, clip_range=eps, clip_fraction=batch.mean(_outside_band(batch.ratio, eps, eps))
+        )
+
+
+TRUST_REGION_PROBABILITY_RANGE = (0.01, 0.99)
+"""Old probabilities are clipped to this range before the bounds are solved, as the authors'
+tabular solver does (near 0 or 1 the roots run to 0 and to ``1 / p``)."""
+
+
+def trust_region_ratio_bounds(old_probability: th.Tensor, kl_range: float, iterations: int = 50) -> th.Tensor:
+    """TRGPPO's per-sample ratio bounds for a discrete action of old probability ``p``: the two roots
+    ``r`` of ``(1 - p) log((1 - p) / (1 - p r)) - p log r = delta``.
+
+    That is ``KL(pi_old || pi)`` at a state when ``pi`` gives the action ``p r`` and rescales the
+    other actions' probabilities, which is the smallest KL that moves the action's probability by
+    ``r``; so the roots are the extreme ratios of the policies within KL ``delta`` (Wang et al.
+    2019, the authors' ``KL2Clip_discrete``). Solved by bisection, in float64, on ``(0, 1)`` and
+    ``(1, 1 / p)``, where the left side decreases then increases through 0 at ``r = 1``. Returns
+    ``(lower, upper)`` stacked on the last dimension.
+    """
+    p = old_probability.detach().to(th.float64).clamp(*TRUST_REGION_PROBABILITY_RANGE)
+
+    def excess(r: th.Tensor) -> th.Tensor:
+        return (1 - p) * th.log((1 - p) / (1 - p * r)) - p * th.log(r) - kl_range
+
+    # The lower root on (0, 1): the excess is positive near 0 and -delta at 1.
+    low, high = th.zeros_like(p), th.ones_like(p)
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        inside = excess(middle) < 0  # between the root and 1
+        low, high = th.where(inside, low, middle), th.where(inside, middle, high)
+    lower = 0.5 * (low + high)
+    # The upper root on (1, 1 / p): -delta at 1, positive near 1 / p.
+    low, high = th.ones_like(p), 1 / p
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        inside = excess(middle) < 0
+        low, high = th.where(inside, middle, low), th.where(inside, high, middle)
+    upper = 0.5 * (low + high)
+    return th.stack((lower, upper), dim=-1).to(old_probability.dtype)
+
+
+@dataclass
+class TrustRegionGuidedSurrogate(LossComponent):
+    """TRGPPO, trust-region-guided PPO (Wang et al., NeurIPS 2019, arXiv:1901.10314).
+
+    ``L = -mean(min(r A, clip(r, l, u) A))`` with per-sample bounds ``l = min(l_delta, 1 - eps)``
+    and ``u = max(u_delta, 1 + eps)``: ``l_delta, u_delta`` are the extreme ratios of the policies
+    within ``KL(pi_old || pi) <= delta`` at that state (see :func:`trust_region_ratio_bounds`), so
+    the band only ever widens PPO's, most for actions the old policy found unlikely, which keeps
+    exploring them. For ``Discrete`` actions the bounds depend only on the old probability, which
+    the rollout stores. Other action spaces are refused: for a Gaussian the bounds have no closed
+    form (the authors fit a network to a tabulated solution). ``delta = 0.001`` is the authors'
+    Atari ``delta_kl``; ``eps`` is PPO's.
+
+    Logs ``policy_gradient_loss``, ``clip_fraction`` (share outside the sample's own band),
+    ``clip_range`` and ``trust_region_upper`` (mean upper bound ``u``).
+    """
+
+    clip_range: ScheduleLike = 0.2
+    """``eps``: PPO's band, which the trust region only widens. Mirrors the algorithm's ``clip_range``."""
+    kl_range: float = 0.001
+    """``delta`` > 0: the KL that defines each sample's trust region."""
+
+    name: ClassVar[str] = "trust_region_guided_surrogate"
+    linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
+
+    def __post_init__(self) -> None:
+        check_number("clip_range", self.clip_range, low_inclusive=False, schedule=True)
+        check_number("kl_range", self.kl_range, low_inclusive=False)
+
+    def check_model(self, model: Any) -> None:
+        if not isinstance(model.action_space, spaces.Discrete):
+            raise HyperparameterError(
+                f"loss component {self.name!r} is invalid for action space {model.action_space}: accepted spaces are "
+                "Discrete (the trust-region bounds have a closed form in the old probability only there)."
+            )
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        eps = value_at(self.clip_range, batch.progress_remaining)
+        advantages, ratio = batch.advantages, batch.ratio
+        with th.no_grad():
+            bounds = trust_region_ratio_bounds(th.exp(batch.old_log_prob), self.kl_range)
+            lower = th.clamp(bounds[..., 0], max=1 - eps)
+            upper = th.clamp(bounds[..., 1], min=1 + eps)
+            outside = ((ratio < lower) | (ratio > upper)).float()
+        clipped = th.minimum(th.maximum(ratio, lower), upper)
+        surrogate = th.min(advantages * ratio, advantages * clipped)
+        return _policy_term(
+            batch,
+            surrogate,
+            clip_range=eps,
+            clip_fraction=batch.mean(outside),
+            trust_region_upper=batch.mean(upper),
+        )

@@ -5,8 +5,9 @@ from typing import ClassVar
 
 import torch as th
 
+from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.hooks import TrainingContext
-from sb3_ppo_variants.common.validation import check_number
+from sb3_ppo_variants.common.validation import check_choice, check_number
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch
 
 
@@ -34,6 +35,12 @@ class ValueNormalization(LossComponent):
     """Floor of the variance estimate (MAPPO's ``clamp(min=1e-2)``)."""
     epsilon: float = 1e-5
     """Floor of the debiasing term."""
+    preserve_outputs: bool = False
+    """PopArt (van Hasselt et al. 2016, arXiv:1602.07714, eq. 6; Hessel et al. 2019,
+    arXiv:1809.04474): when the statistics move from ``(mu, sigma)`` to ``(mu', sigma')``, rescale
+    the critic's last layer (``policy.value_net``), ``W <- W sigma / sigma'`` and
+    ``b <- (sigma b + mu - mu') / sigma'``, so its return-scale predictions are unchanged and only
+    the targets move."""
 
     name: ClassVar[str] = "value_normalization"
 
@@ -41,6 +48,7 @@ class ValueNormalization(LossComponent):
         check_number("beta", self.beta, high=1.0)
         check_number("min_variance", self.min_variance, low_inclusive=False)
         check_number("epsilon", self.epsilon, low_inclusive=False)
+        check_choice("preserve_outputs", self.preserve_outputs, (True, False))
         self.running_mean = th.zeros(())
         self.running_mean_square = th.zeros(())
         self.debiasing_term = th.zeros(())
@@ -53,10 +61,26 @@ class ValueNormalization(LossComponent):
         return mean, variance.sqrt()
 
     def before_train(self, context: TrainingContext) -> None:
+        old_mean, old_std = self.mean_and_std()
         returns = th.as_tensor(context.rollout_buffer.returns, dtype=th.float32).flatten()
         self.running_mean.mul_(self.beta).add_(returns.mean() * (1 - self.beta))
         self.running_mean_square.mul_(self.beta).add_((returns**2).mean() * (1 - self.beta))
         self.debiasing_term.mul_(self.beta).add_(1 - self.beta)
+        if self.preserve_outputs:
+            self._preserve_outputs(context.policy.value_net, old_mean, old_std)
+
+    def _preserve_outputs(self, value_net: th.nn.Module, old_mean: th.Tensor, old_std: th.Tensor) -> None:
+        if not isinstance(value_net, th.nn.Linear):
+            raise HyperparameterError(
+                f"preserve_outputs=True needs a policy whose value_net is a torch.nn.Linear, not "
+                f"{type(value_net).__name__}: accepted values are False for this policy."
+            )
+        mean, std = self.mean_and_std()
+        with th.no_grad():
+            device = value_net.weight.device
+            value_net.weight.mul_((old_std / std).to(device))
+            if value_net.bias is not None:
+                value_net.bias.mul_(old_std.to(device)).add_((old_mean - mean).to(device)).div_(std.to(device))
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         mean, std = self.mean_and_std()

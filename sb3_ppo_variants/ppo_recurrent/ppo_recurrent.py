@@ -12,7 +12,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.losses.base import LossSpec
+from sb3_ppo_variants.losses.base import LossComponent, LossSpec
+from sb3_ppo_variants.losses.vtrace import VTraceAdvantages
 from sb3_ppo_variants.training.algorithm import LossComponentsMixin
 from sb3_ppo_variants.training.arguments import check_ppo_arguments
 from sb3_ppo_variants.training.distributions import current_distribution
@@ -138,6 +139,16 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
     def _distribution(policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
         # The actor's LSTM replays each padded sequence; evaluate_actions does exactly that.
         return RecurrentPPOVariant._evaluate(policy, rollout_data, actions).distribution
+
+    def _check_loss(self, components: list[LossComponent]) -> None:
+        super()._check_loss(components)
+        for component in components:
+            if isinstance(component, VTraceAdvantages):
+                raise HyperparameterError(
+                    f"loss component {component.name!r} is invalid for RecurrentPPOVariant: accepted components "
+                    "are those that do not recompute advantages (V-trace would need to replay the LSTM over every "
+                    "sequence of the rollout before each epoch)."
+                )
 
     @staticmethod
     def _sample_mask(rollout_data: Any) -> th.Tensor:

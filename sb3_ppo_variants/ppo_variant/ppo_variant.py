@@ -21,6 +21,11 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.losses.base import LossSpec
+from sb3_ppo_variants.phasic.policies import (
+    PhasicActorCriticCnnPolicy,
+    PhasicActorCriticPolicy,
+    PhasicMultiInputActorCriticPolicy,
+)
 from sb3_ppo_variants.training.algorithm import LossComponentsMixin
 from sb3_ppo_variants.training.arguments import check_ppo_arguments
 
@@ -78,6 +83,9 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         "MlpPolicy": ActorCriticPolicy,
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
+        "PhasicMlpPolicy": PhasicActorCriticPolicy,
+        "PhasicCnnPolicy": PhasicActorCriticCnnPolicy,
+        "PhasicMultiInputPolicy": PhasicMultiInputActorCriticPolicy,
     }
 
     def __init__(

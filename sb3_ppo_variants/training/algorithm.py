@@ -26,6 +26,7 @@ from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.hooks import TrainingHook
 from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossSpec, Minibatch, build_loss
+from sb3_ppo_variants.losses.vtrace import VTraceAdvantages
 from sb3_ppo_variants.training.advantages import PrepareAdvantages
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS, default_loss
 from sb3_ppo_variants.training.compiled import CompiledScorer, check_compile_toolchain, compile_options
@@ -73,6 +74,7 @@ class LossComponentsMixin(TrainingLoop):
     @loss.setter
     def loss(self, specs: Iterable[LossSpec]) -> None:
         components = build_loss(specs)
+        self._check_loss(components)
         linked = {attr: getattr(c, field) for c in components for field, attr in c.linked.items()}
         set_up = getattr(self, "policy", None) is not None
         for attr, default in LINKED_DEFAULTS.items():
@@ -84,6 +86,13 @@ class LossComponentsMixin(TrainingLoop):
         self._compiled = None  # the compiled graph reads the components it was built with
         if set_up:
             self._bind_linked_hyperparameters()
+
+    def _check_loss(self, components: list[LossComponent]) -> None:
+        """Refuse components this algorithm or its action space cannot serve (a clear error at
+        construction, or when the loss is replaced)."""
+        if getattr(self, "policy", None) is not None:
+            for component in components:
+                component.check_model(self)
 
     @classmethod
     def from_config(cls, path: str | pathlib.Path, env: Any, **overrides: Any) -> Any:
@@ -125,6 +134,7 @@ class LossComponentsMixin(TrainingLoop):
         config = self.__dict__.pop("loss_config", None)
         if config is not None:
             self._loss = build_loss(config)
+        self._check_loss(self._loss)
         self._old_policy: BasePolicy | None = None
         self._compiled = None
         self._bind_linked_hyperparameters()
@@ -294,8 +304,14 @@ class LossComponentsMixin(TrainingLoop):
             chunk_size=self.batch_size,
             device=self.device,
             values_in_return_units=functools.partial(values_in_return_units, self.policy, self.value_transform),
+            vtrace=next((c for c in self.loss if isinstance(c, VTraceAdvantages)), None),
+            score=self._values_and_log_ratio,
         )
         return [advantages, *self.loss]
+
+    def _values_and_log_ratio(self, rollout_data: Any) -> tuple[th.Tensor, th.Tensor]:
+        batch = self._minibatch_scorer().minibatch(rollout_data, None, 1.0)
+        return batch.values, batch.log_ratio
 
     def _scorer(
         self,
@@ -346,23 +362,29 @@ class LossComponentsMixin(TrainingLoop):
         came from the compiled graph) or ``"backward"`` (autograd's); ``None`` before the first."""
         return None if self._compiled is None else self._compiled.path
 
+    def policy_copy(self) -> BasePolicy:
+        """A frozen policy built like this one, with its weights now: for components that keep
+        another policy (the pre-update policy, an average of the weights)."""
+        # Built like the policy itself (a deepcopy fails on gSDE's non-leaf noise tensors);
+        # forking the RNG keeps its weight initialisation from shifting the training stream.
+        with th.random.fork_rng(devices=[]):
+            sde = {"use_sde": True} if self.use_sde else {}  # masked policies take no use_sde
+            copy = self.policy_class(  # type: ignore[operator]
+                self.observation_space, self.action_space, self.lr_schedule, **sde, **self.policy_kwargs
+            ).to(self.device)
+        copy.requires_grad_(False)
+        copy.set_training_mode(False)  # as the rollout's log-probabilities were computed
+        constant_action_dims(copy)
+        copy.load_state_dict(self.policy.state_dict())
+        return copy
+
     def _pre_update_policy(self) -> BasePolicy | None:
         """A frozen copy of the policy as it is now, if a component needs the exact KL."""
         if not any(component.needs_old_distribution for component in self.loss):
             return None
         if self._old_policy is None:
-            # Built like the policy itself (a deepcopy fails on gSDE's non-leaf noise tensors);
-            # forking the RNG keeps its weight initialisation from shifting the training stream.
-            with th.random.fork_rng(devices=[]):
-                sde = {"use_sde": True} if self.use_sde else {}  # masked policies take no use_sde
-                self._old_policy = self.policy_class(  # type: ignore[assignment]
-                    self.observation_space, self.action_space, self.lr_schedule, **sde, **self.policy_kwargs
-                ).to(self.device)
-            self._old_policy.requires_grad_(False)
-            constant_action_dims(self._old_policy)
+            self._old_policy = self.policy_copy()
         self._old_policy.load_state_dict(self.policy.state_dict())
-        # The rollout's log-probabilities were computed in evaluation mode; match them.
-        self._old_policy.set_training_mode(False)
         return self._old_policy
 
     # --- what each algorithm provides -----------------------------------------------------

@@ -101,6 +101,7 @@ class MinibatchScorer:
             mask=mask,
             progress_remaining=progress_remaining,
             policy=self.policy,
+            log_prob_under=lambda other: self.evaluate(other, rollout_data, actions).log_prob,
         )
 
     def score(
