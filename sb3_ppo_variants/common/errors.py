@@ -13,3 +13,7 @@ class HyperparameterError(ValueError, AssertionError):
 class TrainingDivergedError(FloatingPointError):
     """A loss term or the gradient became non-finite; raised before the optimizer step,
     so the policy keeps the last finite weights."""
+
+
+class ModelFileError(ValueError):
+    """A saved model that this version cannot load, and why (a newer format, a broken loss entry)."""

@@ -22,7 +22,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_ppo_variants.common.config import load_config
-from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.errors import HyperparameterError, ModelFileError
 from sb3_ppo_variants.common.hooks import TrainingHook
 from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.losses.base import LossComponent, LossSpec, Minibatch, build_loss
@@ -132,8 +132,9 @@ class LossComponentsMixin(TrainingLoop):
     def _setup_loss(self) -> None:
         """Finish the loss in ``_setup_model``: rebuild it from a loaded model's saved config."""
         config = self.__dict__.pop("loss_config", None)
+        version = self.__dict__.pop("loss_format_version", None)
         if config is not None:
-            self._loss = build_loss(config)
+            self._loss = build_loss(_migrated(config, version))
         self._check_loss(self._loss)
         self._old_policy: BasePolicy | None = None
         self._compiled = None
@@ -215,10 +216,11 @@ class LossComponentsMixin(TrainingLoop):
     ) -> None:
         """Save as SB3 does; the loss goes in as plain data, its tensor state with the parameters."""
         self.__dict__["loss_config"] = self.loss_config()
+        self.__dict__["loss_format_version"] = LOSS_FORMAT_VERSION
         try:
             super().save(path, exclude=exclude, include=include)  # type: ignore[misc]
         finally:
-            del self.__dict__["loss_config"]
+            del self.__dict__["loss_config"], self.__dict__["loss_format_version"]
 
     def get_parameters(self) -> dict[str, dict]:
         """SB3's parameters, and ``"loss_state"``: the components' tensor state, if any."""
@@ -404,3 +406,26 @@ class LossComponentsMixin(TrainingLoop):
     def _sample_mask(rollout_data: Any) -> th.Tensor | None:
         """Which samples are real (``None``: all of them)."""
         return None
+
+
+LOSS_FORMAT_VERSION = 1
+"""The version of what this package adds to a saved model: ``loss_config`` (the components as
+plain data) and ``loss_state`` (their tensors, with the parameters). Files from before versions
+were written carry none and are version 1's format. A change of either layout raises it, and
+:func:`_migrated` learns to read the older one."""
+
+
+def _migrated(config: Any, version: Any) -> Any:
+    """A saved ``loss_config`` in this version's format, or a clear error for a newer file."""
+    version = 1 if version is None else version
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(
+            f"the saved model's loss_format_version={version!r} is invalid: accepted values are integers from 1 "
+            f"to {LOSS_FORMAT_VERSION}."
+        )
+    if version > LOSS_FORMAT_VERSION:
+        raise ModelFileError(
+            f"the saved model was written with loss format version {version}, newer than this version of "
+            f"sb3_ppo_variants reads (up to {LOSS_FORMAT_VERSION}): upgrade sb3_ppo_variants to load it."
+        )
+    return config  # version 1 is the only format so far
