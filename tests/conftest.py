@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from hypothesis import settings
 
 from sb3_ppo_variants.losses import Minibatch
+
+# Property tests (tests/test_properties.py): fewer examples in CI, where the suite's time is budgeted.
+settings.register_profile("ci", max_examples=15, deadline=None)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # Small, fast settings: a few iterations of a tiny buffer.
 FAST = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
