@@ -29,7 +29,7 @@ from sb3_ppo_variants.losses import (
     KLPenalty,
     LogProbClippedSurrogate,
     LossComponent,
-    MirrorDescentCoefficient,
+    MirrorDescentPenalty,
     OuterUpdate,
     RatioDeviationEarlyStop,
     RollbackSurrogate,
@@ -162,9 +162,7 @@ VARIANTS: dict[str, Variant] = {
         "Unclipped surrogate + exact reverse KL(pi, pi_old) / t_k, t_k = 1 - k/K floored at 0.01 (on-policy MDPO; "
         "Tomar et al. 2022)",
         policy_loss=lambda a: Surrogate(),
-        extra_loss=lambda: [
-            KLPenalty(coef=MirrorDescentCoefficient(), adaptive=False, estimator="exact", direction="reverse")
-        ],
+        extra_loss=lambda: [MirrorDescentPenalty(min_step_size=0.01)],
     ),
     "vtrace": Variant(
         "PPO with advantages recomputed before each epoch by V-trace, rho_bar = c_bar = 1 (Espeholt et al. 2018; "

@@ -21,7 +21,7 @@ from sb3_ppo_variants.losses import (
     KLAdaptiveLearningRate,
     KLPenalty,
     LogProbClippedSurrogate,
-    MirrorDescentCoefficient,
+    MirrorDescentPenalty,
     OuterUpdate,
     SoftClipSurrogate,
     TrustRegionGuidedSurrogate,
@@ -124,7 +124,7 @@ CASES = {
             "loss": [
                 LogProbClippedSurrogate(),
                 ValueLoss(),
-                KLPenalty(coef=MirrorDescentCoefficient(), adaptive=False, direction="reverse"),
+                MirrorDescentPenalty(),
                 VTraceAdvantages(),
             ]
         },

@@ -20,9 +20,8 @@ from sb3_ppo_variants.losses import (
     ClippedSurrogate,
     EWMAProximalSurrogate,
     KLAdaptiveLearningRate,
-    KLPenalty,
     LogProbClippedSurrogate,
-    MirrorDescentCoefficient,
+    MirrorDescentPenalty,
     OuterUpdate,
     RatioDeviationEarlyStop,
     SoftClipSurrogate,
@@ -258,25 +257,21 @@ def test_espo_allows_three_times_ppos_epochs_and_its_rule_ends_them():
     assert model.logger.name_to_value["train/n_updates"] == 4
 
 
-def test_mdpo_coefficient_is_one_over_an_annealed_step_size_with_a_floor():
-    coefficient = MirrorDescentCoefficient()
-    assert (coefficient(1.0), coefficient(0.25), coefficient(0.0)) == (1.0, 4.0, 100.0)
-    kl = KLPenalty(coef=coefficient, adaptive=False, direction="reverse")
+def test_mdpo_penalty_is_the_reverse_kl_over_an_annealed_step_size_with_a_floor():
     old = Categorical(probs=th.tensor([[0.5, 0.5]]))
     new = Categorical(probs=th.tensor([[0.8, 0.2]]))
-    batch = make_batch(ratio=[1.0], distribution=new, old_distribution=old, progress_remaining=0.5)
-    term = kl(batch)  # a schedule left unresolved is read at the batch's progress
-    expected = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)  # KL(pi || pi_old)
-    assert term.loss.item() == pytest.approx(2.0 * expected, rel=1e-6)
-    assert term.stats["kl_coef"] == 2.0
-    with pytest.raises(HyperparameterError, match="coef"):
-        KLPenalty(coef=coefficient, adaptive=True)  # the adaptive rule multiplies a number
+    reverse = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)  # KL(pi || pi_old)
+    for progress, coef in ((1.0, 1.0), (0.25, 4.0), (0.0, 100.0)):
+        batch = make_batch(ratio=[1.0], distribution=new, old_distribution=old, progress_remaining=progress)
+        term = MirrorDescentPenalty(min_step_size=0.01)(batch)
+        assert term.loss.item() == pytest.approx(coef * reverse, rel=1e-6) and term.stats["kl_coef"] == coef
+    with pytest.raises(HyperparameterError, match="min_step_size"):
+        MirrorDescentPenalty(min_step_size=0.0)
 
 
 def test_mdpo_penalty_reaches_its_floored_coefficient_in_the_last_call():
     model = PPOVariant("MlpPolicy", "CartPole-v1", **variant_arguments("mdpo", FAST)).learn(128 * 2)
     assert model.logger.name_to_value["train/kl_coef"] == 100.0  # progress remaining 0 in the last call
-    assert callable(model.loss[4].coef)  # the schedule is restored after the call
 
 
 def test_vtrace_with_unit_ratios_is_sb3s_gae():

@@ -20,6 +20,7 @@ from sb3_ppo_variants.losses import (
     EWMAProximalSurrogate,
     KLPenalty,
     LogProbClippedSurrogate,
+    MirrorDescentPenalty,
     RatioDeviationEarlyStop,
     RollbackSurrogate,
     SoftClipSurrogate,
@@ -54,6 +55,7 @@ COMPONENTS = [
     ValueLoss(clip_range=0.5, clip_mode="error", error="l1"),
     EntropyBonus(coef=0.01),
     *[KLPenalty(estimator=e, direction=d) for e in ("k1", "k2", "k3", "k3+") for d in ("forward", "reverse")],
+    MirrorDescentPenalty(estimator="k3"),
 ]
 IDS = [f"{c.name}-{i}" for i, c in enumerate(COMPONENTS)]
 
@@ -172,6 +174,7 @@ configurations = st.one_of(
         direction=st.sampled_from(["forward", "reverse"]),
     ),
     st.builds(RatioDeviationEarlyStop, max_deviation=positive, statistic=st.sampled_from(["mean", "median"])),
+    st.builds(MirrorDescentPenalty, min_step_size=st.floats(1e-4, 1.0), estimator=st.sampled_from(["exact", "k3"])),
 )
 
 
@@ -191,6 +194,7 @@ invalid = st.one_of(
     st.tuples(st.just(KLPenalty), st.just("estimator"), st.text(max_size=5)),
     st.tuples(st.just(RatioDeviationEarlyStop), st.just("max_deviation"), st.floats(-1.0, 0.0)),
     st.tuples(st.just(LogProbClippedSurrogate), st.just("clip_range"), st.floats(1.0, 10.0)),
+    st.tuples(st.just(MirrorDescentPenalty), st.just("min_step_size"), st.floats(-1.0, 0.0)),
 )
 
 

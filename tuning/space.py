@@ -36,7 +36,7 @@ from sb3_ppo_variants.losses import (
     KLPenalty,
     LogProbClippedSurrogate,
     LossComponent,
-    MirrorDescentCoefficient,
+    MirrorDescentPenalty,
     OuterUpdate,
     RatioDeviationEarlyStop,
     RollbackSurrogate,
@@ -335,7 +335,7 @@ def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
     if kind == "espo":
         loss.append(RatioDeviationEarlyStop(max_deviation=v["espo_max_deviation"]))
     if kind == "mdpo":
-        loss.append(KLPenalty(coef=MirrorDescentCoefficient(), adaptive=False, estimator="exact", direction="reverse"))
+        loss.append(MirrorDescentPenalty())
     if v["value_normalization"] not in ("none", False):  # False, True: the choices before PopArt
         loss.append(ValueNormalization(preserve_outputs=v["value_normalization"] == "popart"))
     if v["kl_adaptive_lr"]:

@@ -15,7 +15,7 @@ from sb3_ppo_variants.losses.ewma import EWMAProximalSurrogate
 from sb3_ppo_variants.losses.kl import (
     KLEarlyStop,
     KLPenalty,
-    MirrorDescentCoefficient,
+    MirrorDescentPenalty,
     adapt_kl_coef,
     exact_kl,
     kl_per_sample,
@@ -51,7 +51,7 @@ __all__ = [
     "LossComponent",
     "LossTerm",
     "Minibatch",
-    "MirrorDescentCoefficient",
+    "MirrorDescentPenalty",
     "OuterUpdate",
     "RatioDeviationEarlyStop",
     "RollbackSurrogate",

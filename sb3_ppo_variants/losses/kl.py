@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 import torch as th
 
-from sb3_ppo_variants.common.validation import check_choice, check_number, value_at
-from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch, ScheduleLike
+from sb3_ppo_variants.common.validation import at_least, check_choice, check_number
+from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch
 
 KL_ESTIMATORS = ("exact", "k1", "k2", "k3", "k3+")
 KL_DIRECTIONS = ("forward", "reverse")
@@ -92,14 +92,12 @@ class KLPenalty(LossComponent):
 
     With ``adaptive``, ``coef`` is updated once per ``train()`` call from the mean KL of that
     call by ``rule`` (see :func:`adapt_kl_coef`); the current value is saved with the model.
-    Without it, ``coef`` may be a schedule of progress remaining (MDPO's ``1 / t_k``, see
-    :class:`MirrorDescentCoefficient`).
 
     Logs ``kl`` (mean estimate) and ``kl_coef`` (the coefficient after the update).
     """
 
-    coef: ScheduleLike = 0.2
-    """Initial (or fixed) penalty coefficient beta; a schedule when not ``adaptive``."""
+    coef: float = 0.2
+    """Initial (or fixed) penalty coefficient beta."""
     target: float = 0.01
     """Target KL per update for the adaptive rule (``d_targ`` in the paper)."""
     adaptive: bool = True
@@ -114,9 +112,9 @@ class KLPenalty(LossComponent):
     name: ClassVar[str] = "kl_penalty"
 
     def __post_init__(self) -> None:
-        check_choice("adaptive", self.adaptive, (True, False))
-        check_number("coef", self.coef, low_inclusive=not self.adaptive, schedule=not self.adaptive)
+        check_number("coef", self.coef, low_inclusive=not self.adaptive)
         check_number("target", self.target, low_inclusive=False)
+        check_choice("adaptive", self.adaptive, (True, False))
         check_choice("rule", self.rule, ADAPTIVE_RULES)
         check_choice("estimator", self.estimator, KL_ESTIMATORS)
         check_choice("direction", self.direction, KL_DIRECTIONS)
@@ -127,32 +125,12 @@ class KLPenalty(LossComponent):
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         kl = batch.mean(kl_per_sample(batch, self.estimator, self.direction))
-        coef = value_at(self.coef, batch.progress_remaining)
-        return LossTerm(coef * kl, {"kl": kl, "kl_coef": coef})
+        return LossTerm(self.coef * kl, {"kl": kl})
 
     def after_train(self, stats: Mapping[str, float]) -> dict[str, float]:
         if self.adaptive:
-            self.coef = adapt_kl_coef(self.coef, stats["kl"], self.target, self.rule)  # type: ignore[arg-type]
-            return {"kl_coef": self.coef}  # type: ignore[dict-item]
-        return {}
-
-
-@dataclass(frozen=True)
-class MirrorDescentCoefficient:
-    """MDPO's KL coefficient ``1 / t_k`` with the step size ``t_k = 1 - k / K`` annealed over
-    training (Tomar et al., ICLR 2022, arXiv:2005.09814): a schedule of progress remaining
-    (which is ``1 - k / K``), floored at ``min_step_size`` so the last call's coefficient is
-    finite. The authors' code (manantomar/Mirror-Descent-Policy-Optimization, ``mdpo_on``) uses
-    ``t_k = 1 - (k - 1) / K``, whose smallest value is ``2 / K``; the default floor, 0.01, is that
-    of a run of 200 calls."""
-
-    min_step_size: float = 0.01
-
-    def __post_init__(self) -> None:
-        check_number("min_step_size", self.min_step_size, low_inclusive=False, high=1.0)
-
-    def __call__(self, progress_remaining: float) -> float:
-        return 1.0 / max(progress_remaining, self.min_step_size)
+            self.coef = adapt_kl_coef(self.coef, stats["kl"], self.target, self.rule)
+        return {"kl_coef": self.coef}
 
 
 @dataclass
@@ -199,3 +177,41 @@ class KLEarlyStop(LossComponent):
         with th.no_grad():
             kl = batch.mean(kl_per_sample(batch, self.estimator, self.direction)).item()
         return f"reaching max kl: {kl:.2f}" if kl > self.factor * self.target else None
+
+
+@dataclass
+class MirrorDescentPenalty(LossComponent):
+    """MDPO's KL term (on-policy Mirror Descent Policy Optimization; Tomar et al., ICLR 2022,
+    arXiv:2005.09814): ``mean(KL(pi || pi_old)) / t_k``, the reverse KL weighted by the inverse of
+    a step size ``t_k = 1 - k / K`` annealed over training, so the proximity term grows as
+    training ends. ``t_k`` is the progress remaining, floored at ``min_step_size`` so the last
+    call's coefficient is finite: the authors' code (manantomar/Mirror-Descent-Policy-Optimization,
+    ``mdpo_on``) uses ``t_k = 1 - (k - 1) / K``, whose smallest value is ``2 / K``; the default
+    floor, 0.01, is that of a run of 200 calls. With the unclipped surrogate it is the ``mdpo``
+    variant.
+
+    Logs ``kl`` and ``kl_coef`` (``1 / t_k``).
+    """
+
+    min_step_size: float = 0.01
+    """The floor of ``t_k``, in (0, 1]."""
+    estimator: str = "exact"
+    """How the KL is estimated (see the module docstring); the authors' is the exact one."""
+    direction: str = "reverse"
+    """``"reverse"``: ``KL(pi || pi_old)`` (the paper's); ``"forward"``: ``KL(pi_old || pi)``."""
+
+    name: ClassVar[str] = "mirror_descent_penalty"
+
+    def __post_init__(self) -> None:
+        check_number("min_step_size", self.min_step_size, low_inclusive=False, high=1.0)
+        check_choice("estimator", self.estimator, KL_ESTIMATORS)
+        check_choice("direction", self.direction, KL_DIRECTIONS)
+
+    @property
+    def needs_old_distribution(self) -> bool:  # type: ignore[override]
+        return self.estimator == "exact"
+
+    def __call__(self, batch: Minibatch) -> LossTerm:
+        kl = batch.mean(kl_per_sample(batch, self.estimator, self.direction))
+        coef = 1.0 / at_least(batch.progress_remaining, self.min_step_size)
+        return LossTerm(coef * kl, {"kl": kl, "kl_coef": coef})
