@@ -6,7 +6,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
-from sb3_ppo_variants.variants import VARIANTS, variant_arguments
+from sb3_ppo_variants.variants import VARIANTS, variant_arguments, variant_policy
 from tuning.zoo import zoo_ppo_arguments
 
 # The RL Baselines3 Zoo's tuned PPO hyperparameters (linear learning-rate and clip schedules on CartPole).
@@ -45,7 +45,8 @@ def test_every_named_variant_learns_cartpole(name):
     # The Zoo's CartPole hyperparameters, 50k steps: the benchmark grid's cell. A random policy
     # scores about 22; PPO-penalty is the slowest learner there, so the bar is "learns", not "solves".
     env = make_vec_env("CartPole-v1", n_envs=8, seed=0)
-    model = PPOVariant("MlpPolicy", env, seed=0, device="cpu", **variant_arguments(name, CARTPOLE)).learn(50_000)
+    policy = variant_policy(name, "MlpPolicy")  # PPG's has the auxiliary head
+    model = PPOVariant(policy, env, seed=0, device="cpu", **variant_arguments(name, CARTPOLE)).learn(50_000)
     mean, _ = evaluate_policy(model, make_vec_env("CartPole-v1", seed=1), n_eval_episodes=10)
     assert mean >= 150
 
