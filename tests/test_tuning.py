@@ -164,6 +164,39 @@ def test_a_killed_workers_trial_fails_and_is_retried(tmp_path):
     assert retry.params == lost.params and retry.user_attrs["seed"] == lost.user_attrs["seed"]
 
 
+def test_two_commands_started_together_on_a_new_sqlite_database_both_finish(tmp_path):
+    storage = sqlite(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {n_steps: 64, n_minibatches: 2, n_epochs: 1, net_arch: tiny}\n")
+    command = [sys.executable, "-m", "tuning", "--env", "CartPole-v1", "--storage", storage, "--n-trials", "2",
+               "--space", str(space), "--n-timesteps", "500", "--n-evaluations", "1", "--n-last-evaluations", "1",
+               "--n-eval-episodes", "1", "--pruner", "none", "--quiet"]  # fmt: skip
+    # Both create the database's tables at once; the one that loses that race used to fail
+    # with "table studies already exists".
+    commands = [subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(c.wait(timeout=300), c.stderr.read()) for c in commands]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    study = optuna.load_study(study_name="CartPole-v1", storage=storage)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2
+
+
+def test_opening_a_storage_retries_after_losing_the_race_to_create_its_tables(tmp_path, monkeypatch):
+    import sqlalchemy
+
+    from tuning.storage import open_storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def loses_once(*arguments, **keywords):
+        calls.append(1)
+        if len(calls) == 1:  # what SQLite says when another process created the tables first
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return real(*arguments, **keywords)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", loses_once)
+    assert open_storage(sqlite(tmp_path)) is not None and len(calls) == 2
+
+
 def _wait_for_first_report(storage: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -56,13 +56,14 @@ def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) 
             for attempt in range(3):
                 try:
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                    # Workers starting together on a new database race to create its tables (the
-                    # loser sees a duplicate key, or on PostgreSQL "relation ... already exists");
-                    # it finds them there on the next try.
-                    if attempt == 2:
+                except sqlalchemy.exc.SQLAlchemyError as error:
+                    # Workers (or commands) starting together on a new database race to create its
+                    # tables: the loser sees a duplicate key, PostgreSQL's "relation ... already
+                    # exists" or SQLite's "table studies already exists", and finds them there on
+                    # the next try.
+                    if attempt == 2 or not _lost_creation_race(error):
                         raise
-                    time.sleep(0.5)
+                    time.sleep(0.5 * (attempt + 1))
     except ImportError as error:
         raise TuningError(
             f"storage {shown}: no database driver for {parsed.drivername} (for PostgreSQL: pip install psycopg2-binary)"
@@ -70,6 +71,14 @@ def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) 
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise TuningError(f"cannot open storage {shown}: {reason}") from error
+
+
+def _lost_creation_race(error: Exception) -> bool:
+    import sqlalchemy
+
+    if isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError):
+        return True
+    return isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error)
 
 
 def _use_wal(database: str | None) -> None:
