@@ -159,21 +159,32 @@ class CueRecallEnv(gym.Env):
         return np.array([0, 1], np.float32), reward, True, False, {}
 
 
+def _rng_state() -> tuple[Any, Any, Any]:
+    """The global random streams (torch, numpy, random), for :func:`_set_rng_state`."""
+    import random
+
+    return th.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _set_rng_state(state: tuple[Any, Any, Any]) -> None:
+    import random
+
+    th.set_rng_state(state[0])
+    np.random.set_state(state[1])
+    random.setstate(state[2])
+
+
 def save_continue_and_resume(model: Any, path: Any, timesteps: int) -> tuple[Any, Any]:
     """Save ``model``, then train it ``timesteps`` further; load the save and train that as far,
     from the same environment state and random streams. Returns ``(straight, resumed)``: equal
     weights and state mean training resumes exactly."""
     import copy
-    import random
 
     model.save(path)
-    env_at_save = copy.deepcopy(model.get_env())
-    rng_at_save = th.get_rng_state(), np.random.get_state(), random.getstate()
+    env_at_save, rng_at_save = copy.deepcopy(model.get_env()), _rng_state()
     model.learn(timesteps, reset_num_timesteps=False)
     resumed = type(model).load(path, env=env_at_save, device="cpu", force_reset=False)
     # Loading re-seeds the global RNGs (SB3's _setup_model); put them back where they were.
-    th.set_rng_state(rng_at_save[0])
-    np.random.set_state(rng_at_save[1])
-    random.setstate(rng_at_save[2])
+    _set_rng_state(rng_at_save)
     resumed.learn(timesteps, reset_num_timesteps=False)
     return model, resumed

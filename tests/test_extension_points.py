@@ -19,8 +19,7 @@ from sb3_ppo_variants import (
     TrainingDivergedError,
 )
 from sb3_ppo_variants.losses import ClippedSurrogate, LossComponent, LossTerm, ValueLoss
-from tests.conftest import FAST, parameters_equal
-from tests.test_save_load import _rng_state, _set_rng_state
+from tests.conftest import FAST, _rng_state, _set_rng_state, parameters_equal
 
 ALGORITHMS = {
     "ppo": (PPOVariant, "MlpPolicy", lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0)),

@@ -2,28 +2,15 @@
 
 import copy
 import json
-import random
 import zipfile
 
-import numpy as np
-import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
-from tests.conftest import FAST, parameters_equal
+from tests.conftest import FAST, _rng_state, _set_rng_state, parameters_equal
 
 LOSS = [ClippedSurrogate(clip_range=0.15), ValueLoss(coef=0.4), EntropyBonus(coef=0.01), KLPenalty(target=0.001)]
-
-
-def _rng_state():
-    return th.get_rng_state(), np.random.get_state(), random.getstate()
-
-
-def _set_rng_state(state):
-    th.set_rng_state(state[0])
-    np.random.set_state(state[1])
-    random.setstate(state[2])
 
 
 def test_loss_is_saved_as_plain_data_with_the_adaptive_coefficient(tmp_path):

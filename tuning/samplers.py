@@ -27,15 +27,9 @@ def make_sampler(name: str, seed: int | None = None, n_startup_trials: int = 10)
         # Both model the numeric parameters shared by all trials; the conditional loss parameters
         # are sampled independently (by TPE), which is expected here, not worth a warning per trial.
         independent = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-        if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(
-                n_startup_trials=n_startup_trials,
-                seed=seed,
-                independent_sampler=independent,
-                warn_independent_sampling=False,
-            )
-        if name == "gp":
-            return optuna.samplers.GPSampler(
+        if name in ("cmaes", "gp"):
+            sampler = optuna.samplers.CmaEsSampler if name == "cmaes" else optuna.samplers.GPSampler
+            return sampler(
                 n_startup_trials=n_startup_trials,
                 seed=seed,
                 independent_sampler=independent,

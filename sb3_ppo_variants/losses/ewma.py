@@ -66,10 +66,10 @@ class EWMAProximalSurrogate(LossComponent):
     def after_step(self, context: TrainingContext) -> None:
         with th.no_grad():
             self.weight_sum.mul_(self._decay).add_(1.0)
-            weight = (1.0 / self.weight_sum).item()
+            weight = self.weight_sum.reciprocal()  # a tensor: no host read per optimizer step
             current = context.policy.state_dict()
             for key, average in self.average.items():
-                average.lerp_(current[key], weight)
+                average.lerp_(current[key], weight.to(average.device))
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         assert batch.log_prob_under is not None and self._proximal is not None

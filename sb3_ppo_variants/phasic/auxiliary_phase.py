@@ -108,7 +108,7 @@ class PhasicAuxiliaryPhase(LossComponent):
             targets = model.value_transform.normalize_values(targets)
         old_policy = model.policy_copy()
         batch_size = self.aux_batch_size or model.batch_size or len(targets)
-        stats: dict[str, list[float]] = defaultdict(list)
+        stats: dict[str, list[th.Tensor]] = defaultdict(list)
         policy.set_training_mode(True)
         for _ in range(self.aux_epochs):
             for indices in th.randperm(len(targets)).split(batch_size):
@@ -126,8 +126,9 @@ class PhasicAuxiliaryPhase(LossComponent):
                     ("aux_kl", kl),
                     ("aux_critic_loss", critic_loss),
                 ):
-                    stats[key].append(value.item())
-        return {key: float(np.mean(values)) for key, values in stats.items()}
+                    stats[key].append(value.detach())
+        means = th.stack([th.stack(values).mean() for values in stats.values()]).tolist()  # one host read
+        return dict(zip(stats, means, strict=True))
 
     def _observations(self, indices: th.Tensor, device: th.device) -> th.Tensor | dict[str, th.Tensor]:
         if "obs" in self.kept:
