@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -188,3 +193,42 @@ def save_continue_and_resume(model: Any, path: Any, timesteps: int) -> tuple[Any
     _set_rng_state(rng_at_save)
     resumed.learn(timesteps, reset_num_timesteps=False)
     return model, resumed
+
+
+# --- a real PostgreSQL server, started on 127.0.0.1 by the tests that need one ------------------
+
+
+def _postgres_binaries() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgresql_url():
+    """A throwaway server; as root it runs as the ``postgres`` user (the server refuses root)."""
+    binaries = _postgres_binaries()
+    if binaries is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs it from Debian's packages")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = folder / "data", folder / "log"
+    subprocess.run([*as_postgres, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -F"
+    subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -27,30 +27,11 @@ def test_fast_path_benchmark_compares_the_paths_over_seeds():
     assert "Welch's t-test, evaluation returns" in output
 
 
-GRID = Path(__file__).parents[1] / "benchmarks" / "grid.py"
-
-
-def _grid(out: Path) -> str:
-    command = [sys.executable, str(GRID), "--envs", "CartPole-v1", "--variants", "sb3-ppo", "spo", "--seeds", "0", "1"]
-    command += ["--budget-scale", "0.02", "--jobs", "2", "--bootstrap", "50", "--out", str(out)]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
-
-
-def test_grid_runs_a_tiny_grid_writes_its_report_and_resumes(tmp_path):
-    output = _grid(tmp_path)
-    assert "4 cells to run, 0 already finished" in output
-    for name in ("grid.csv", "results.md", "curves-CartPole-v1.png", "aggregate.png", "profiles.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    rows = (tmp_path / "grid.csv").read_text().splitlines()
-    assert rows[0] == "env,variant,seed,timesteps,mean_return,error"
-    assert {tuple(row.split(",")[1:3]) for row in rows[1:]} == {
-        ("sb3-ppo", "0"),
-        ("sb3-ppo", "1"),
-        ("spo", "0"),
-        ("spo", "1"),
-    }
-    results = (tmp_path / "results.md").read_text()
-    assert "| spo | " in results and "| sb3-ppo | " in results and "P(variant > SB3 PPO)" in results
-
-    (tmp_path / "cells" / "CartPole-v1__spo__1.json").unlink()  # as if interrupted during that cell
-    assert "1 cells to run, 3 already finished" in _grid(tmp_path)
+def test_the_cell_cost_benchmark_extrapolates_a_measured_run_to_the_tables_budget():
+    command = [sys.executable, "-m", "benchmarks.grid.cost", "--envs", "CartPole-v1", "--paths", "sb3", "default"]
+    command += ["--fraction", "0.01"]
+    root = Path(__file__).parents[1]
+    output = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+    (row,) = [line for line in output.splitlines() if line.startswith("| CartPole-v1 |")]
+    measured, cell = row.split("|")[2].strip(), row.split("|")[5].strip()
+    assert measured == "500" and len(cell.split(" / ")) == 2

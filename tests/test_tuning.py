@@ -7,13 +7,9 @@ records and survives, not what it finds.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,43 +258,7 @@ def test_the_command_line_runs_reports_and_retrains(tmp_path, capsys):
     assert "replayed exactly" in capsys.readouterr().out
 
 
-# --- a real PostgreSQL server, started here on 127.0.0.1 ------------------------------------
-
-
-def _postgres_binaries() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
-@pytest.fixture(scope="module")
-def postgresql_url():
-    """A throwaway server; as root it runs as the ``postgres`` user (the server refuses root)."""
-    binaries = _postgres_binaries()
-    if binaries is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs it from Debian's packages")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    folder = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
-    if as_postgres:
-        shutil.chown(folder, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data, log = folder / "data", folder / "log"
-    subprocess.run([*as_postgres, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
-                   check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -F"
-    subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"],
-                   check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+# --- a real PostgreSQL server (the postgresql_url fixture of conftest.py) ----------------------
 
 
 def test_two_commands_share_a_postgresql_study(postgresql_url, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -36,19 +37,33 @@ def status_line(trial: FrozenTrial) -> str:
 
 
 class Progress:
-    """A progress bar over counted trials and a status line for each trial as it finishes."""
+    """A progress bar over counted trials and a status line for each trial as it finishes.
 
-    def __init__(self, study: optuna.Study, n_trials: int, enabled: bool = True) -> None:
+    :param line: The status line of a finished trial (default :func:`status_line`).
+    :param selected: Which of the study's trials the bar follows (default: all).
+    :param unit: What the bar counts.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        n_trials: int,
+        enabled: bool = True,
+        line: Callable[[FrozenTrial], str] = status_line,
+        selected: Callable[[FrozenTrial], bool] = lambda trial: True,
+        unit: str = "trial",
+    ) -> None:
         from tqdm.auto import tqdm
 
-        self.study, self.enabled = study, enabled
+        self.study, self.enabled, self.line, self.selected = study, enabled, line, selected
         finished = self._finished()
         self.seen = {t.number for t in finished}
         done = sum(counts(t) for t in finished)
-        self.bar = tqdm(total=n_trials, initial=min(done, n_trials), unit="trial", disable=not enabled)
+        self.bar = tqdm(total=n_trials, initial=min(done, n_trials), unit=unit, disable=not enabled)
 
     def _finished(self) -> list[FrozenTrial]:
-        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return [t for t in self.study.get_trials(deepcopy=False, states=states) if self.selected(t)]
 
     def update(self) -> None:
         for trial in sorted(self._finished(), key=lambda t: t.number):
@@ -56,7 +71,7 @@ class Progress:
                 continue
             self.seen.add(trial.number)
             if self.enabled:
-                self.bar.write(status_line(trial))
+                self.bar.write(self.line(trial))
             if counts(trial):
                 self.bar.update(1)
 

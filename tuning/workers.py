@@ -1,4 +1,8 @@
-"""Worker processes: each opens the study itself and runs trials until the study has enough."""
+"""Worker processes: each opens the study itself and runs trials until the study has enough.
+
+:func:`run_processes` (spawn the workers, show progress while they run, report lost ones) also
+serves the benchmark grid, whose workers claim enqueued cells instead of sampling.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import optuna
 from optuna.trial import TrialState
@@ -55,7 +60,7 @@ class _Workers:
     heartbeat_interval: int | None
 
 
-def _worker(settings: _Workers, index: int, objective: Objective) -> None:
+def _worker(settings: _Workers, objective: Objective, index: int) -> None:
     """One worker process: one torch thread, its own connection, its own sampler seed."""
     import torch as th
 
@@ -74,11 +79,17 @@ def _worker(settings: _Workers, index: int, objective: Objective) -> None:
 
 
 def _run_workers(settings: _Workers, n_jobs: int, objective: Objective, progress: Progress) -> None:
+    run_processes(partial(_worker, settings, objective), n_jobs, progress, "tuning-worker")
+
+
+def run_processes(work: Callable[[int], None], n_jobs: int, progress: Progress, name: str) -> None:
+    """Run ``work(i)`` in ``n_jobs`` fresh processes; update ``progress`` until all have exited.
+
+    ``work`` must pickle (a module-level function, or a ``partial`` of one).
+    """
     # spawn: a fresh interpreter per worker, with no inherited torch threads or database sockets.
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker, args=(settings, i, objective), name=f"tuning-worker-{i}") for i in range(n_jobs)
-    ]
+    workers = [context.Process(target=work, args=(i,), name=f"{name}-{i}") for i in range(n_jobs)]
     for worker in workers:
         worker.start()
     try:

@@ -2,7 +2,7 @@
 
 From ``hyperparams/ppo.yml`` of rl-baselines3-zoo (LunarLander-v2, HalfCheetah-v3 and Hopper-v3
 there). ``("lin", x)`` is the Zoo's ``lin_x``, a schedule decaying linearly from ``x`` to 0.
-The benchmark grid (``benchmarks/grid.py``) and ``python -m tuning retrain`` both read this table.
+The benchmark grid (``python -m benchmarks.grid``) and ``python -m tuning retrain`` both read this table.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ class ZooSetup:
     """How the Zoo trains PPO on one environment."""
 
     n_envs: int
+    n_timesteps: int
+    """The Zoo's training budget (its ``n_timesteps``)."""
     hyperparameters: dict[str, Any]
     normalize: bool = False
     """``VecNormalize`` on observations and rewards (evaluation uses the training statistics)."""
@@ -27,6 +29,7 @@ _MUJOCO = {"mujoco": True}
 ZOO_PPO: dict[str, ZooSetup] = {
     "CartPole-v1": ZooSetup(
         n_envs=8,
+        n_timesteps=100_000,
         hyperparameters=dict(
             n_steps=32,
             batch_size=256,
@@ -40,15 +43,18 @@ ZOO_PPO: dict[str, ZooSetup] = {
     ),
     "Acrobot-v1": ZooSetup(
         n_envs=16,
+        n_timesteps=1_000_000,
         hyperparameters=dict(n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0),
         normalize=True,
     ),
     "LunarLander-v3": ZooSetup(
         n_envs=16,
+        n_timesteps=1_000_000,
         hyperparameters=dict(n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01),
     ),
     "Pendulum-v1": ZooSetup(
         n_envs=4,
+        n_timesteps=100_000,
         hyperparameters=dict(
             n_steps=1024,
             gae_lambda=0.95,
@@ -63,6 +69,7 @@ ZOO_PPO: dict[str, ZooSetup] = {
     ),
     "HalfCheetah-v5": ZooSetup(
         n_envs=1,
+        n_timesteps=1_000_000,
         hyperparameters=dict(
             batch_size=64,
             n_steps=512,
@@ -80,6 +87,7 @@ ZOO_PPO: dict[str, ZooSetup] = {
     ),
     "Hopper-v5": ZooSetup(
         n_envs=1,
+        n_timesteps=1_000_000,
         hyperparameters=dict(
             batch_size=32,
             n_steps=512,

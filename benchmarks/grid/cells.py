@@ -1,0 +1,149 @@
+"""What a grid cell is and how it trains.
+
+Every cell trains from the RL Baselines3 Zoo's tuned PPO hyperparameters for its environment
+(``tuning.zoo``, the shared base; each variant changes only its own part, see
+``sb3_ppo_variants.variants``) and evaluates the deterministic policy on separate environments
+``n_evaluations`` times, evenly spaced. A run's score is the mean of its last
+``LAST_EVALUATIONS`` evaluations. The protocol of a grid (budget and evaluation of each
+environment) is stored on its study, so every worker, on any machine, trains the same cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tuning.zoo import ZOO_PPO
+
+SB3 = "sb3-ppo"
+"""The row of SB3's own ``PPO``, the reference every variant is compared with."""
+LAST_EVALUATIONS = 3
+
+
+@dataclass(frozen=True)
+class EnvProtocol:
+    """How a grid trains and scores one environment.
+
+    :param timesteps: Environment steps per run.
+    :param n_evaluations: Evaluations per run, evenly spaced; the last ``LAST_EVALUATIONS`` score it.
+    :param eval_episodes: Episodes per evaluation, spread over ``eval_envs`` environments
+        stepped together (the policy answers them in one batch).
+    :param zoo_ppo_score: The Zoo's PPO at its full budget (its ``benchmark.md``), the top of
+        the normalised scale (the bottom is a random policy).
+    """
+
+    timesteps: int
+    n_evaluations: int
+    zoo_ppo_score: float
+    eval_episodes: int = 10
+    eval_envs: int = 5
+
+    def scaled(self, budget_scale: float) -> EnvProtocol:
+        """The protocol at ``budget_scale`` times the budget (a quick look), evaluations kept apart."""
+        timesteps = max(int(self.timesteps * budget_scale), 1)
+        return dataclasses.replace(self, timesteps=timesteps, n_evaluations=min(self.n_evaluations, timesteps))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _zoo_budget(env_id: str) -> int:
+    return ZOO_PPO[env_id].n_timesteps
+
+
+ENVS: dict[str, EnvProtocol] = {
+    "CartPole-v1": EnvProtocol(_zoo_budget("CartPole-v1"), n_evaluations=10, zoo_ppo_score=500.0),
+    "Acrobot-v1": EnvProtocol(_zoo_budget("Acrobot-v1"), n_evaluations=10, zoo_ppo_score=-73.506),
+    "LunarLander-v3": EnvProtocol(_zoo_budget("LunarLander-v3"), n_evaluations=10, zoo_ppo_score=242.119),
+    "Pendulum-v1": EnvProtocol(_zoo_budget("Pendulum-v1"), n_evaluations=10, zoo_ppo_score=-172.225),
+    # 30% of the Zoo's 1M steps: what fits this project's compute (see the README's table).
+    "HalfCheetah-v5": EnvProtocol(300_000, n_evaluations=10, eval_episodes=5, zoo_ppo_score=5819.099),
+    "Hopper-v5": EnvProtocol(300_000, n_evaluations=10, eval_episodes=5, zoo_ppo_score=2410.435),
+}
+"""The reference table's protocol: the Zoo's full budgets on classic control, 300k steps on MuJoCo."""
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One run of the grid."""
+
+    env: str
+    variant: str
+    seed: int
+
+    def as_attrs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> Cell | None:
+        """The cell a trial's user attributes name, ``None`` if they name none."""
+        if not all(name in attrs for name in ("env", "variant", "seed")):
+            return None
+        return cls(str(attrs["env"]), str(attrs["variant"]), int(attrs["seed"]))
+
+    def __str__(self) -> str:
+        return f"{self.env} / {self.variant} / seed {self.seed}"
+
+
+def train_cell(
+    cell: Cell,
+    protocol: EnvProtocol,
+    compile: bool = False,
+    on_evaluation: Callable[[int, float], bool] | None = None,
+) -> list[tuple[int, float]]:
+    """Train and evaluate ``cell``; return its ``[(timesteps, mean return)]``.
+
+    It trains through ``tuning``'s :func:`~tuning.objective.train_and_evaluate`, the loop a
+    tuning trial runs (one torch thread, evaluation environments seeded apart from training).
+    ``compile`` turns on ``PPOVariant``'s fast path for the variants' rows (SB3's row has none).
+    """
+    from stable_baselines3 import PPO
+
+    from sb3_ppo_variants import PPOVariant
+    from sb3_ppo_variants.variants import variant_arguments, variant_policy
+    from tuning.objective import Task, train_and_evaluate
+    from tuning.zoo import zoo_ppo_arguments
+
+    task = Task.for_env(
+        cell.env,
+        protocol.timesteps,
+        n_evaluations=protocol.n_evaluations,
+        n_eval_episodes=protocol.eval_episodes,
+        n_eval_envs=protocol.eval_envs,
+        n_last_evaluations=min(LAST_EVALUATIONS, protocol.n_evaluations),
+    )
+    arguments = zoo_ppo_arguments(cell.env)
+    if cell.variant == SB3:
+        algorithm: Any = PPO
+    else:
+        algorithm, arguments = PPOVariant, variant_arguments(cell.variant, arguments)
+        if compile:
+            arguments["compile"] = True
+    task = dataclasses.replace(task, policy=variant_policy(cell.variant, task.policy))  # PPG's policy has an extra head
+    return train_and_evaluate(task, arguments, cell.seed, algorithm=algorithm, on_evaluation=on_evaluation)
+
+
+def score(evaluations: list[tuple[int, float]]) -> float:
+    """A run's score: the mean of its last ``LAST_EVALUATIONS`` evaluations."""
+    last = [mean_return for _, mean_return in evaluations[-LAST_EVALUATIONS:]]
+    return sum(last) / len(last)
+
+
+def random_score(env_id: str, episodes: int = 20) -> float:
+    """Mean return of uniformly random actions (the bottom of the normalised scale)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    total = 0.0
+    for episode in range(episodes):
+        env.reset(seed=episode)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+    env.close()
+    return total / episodes

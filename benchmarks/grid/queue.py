@@ -1,0 +1,235 @@
+"""The grid as an Optuna study: each cell an enqueued trial that one worker claims, trains and tells.
+
+The study lives in ``tuning``'s storage (:func:`tuning.storage.open_storage`): a SQLite file by
+default, PostgreSQL when workers on many machines share it. A worker claims a waiting trial
+with the storage's own atomic ``WAITING -> RUNNING`` transition, so two workers never train
+the same cell, and sends a heartbeat while it trains. A worker that dies leaves a stale trial:
+the next worker to look fails it, and Optuna's retry callback enqueues the same cell again
+(the cell is in the trial's user attributes, which the retry keeps). A finished cell, whether
+it scored (COMPLETE, its value the score) or raised (FAIL with ``fail_reason``: a diverging
+variant is a result of the grid), is never trained again; the learning curve is the trial's
+intermediate values, keyed by environment steps.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from benchmarks.grid.cells import Cell, EnvProtocol, score, train_cell
+from tuning.errors import TuningError
+from tuning.progress import counts
+from tuning.storage import HEARTBEAT_INTERVAL, open_storage
+
+POLL_SECONDS = 5.0
+"""How often an idle worker looks again while other workers' cells are still running."""
+
+
+class GridError(TuningError):
+    """A grid that cannot run as asked (its study was made with another protocol, a bad cell)."""
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """Where a grid lives and how its workers run (plain data: it travels to worker processes)."""
+
+    storage_url: str
+    study_name: str
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL
+
+
+def cell_of(trial: FrozenTrial) -> Cell | None:
+    return Cell.from_attrs(trial.user_attrs)
+
+
+def is_result(trial: FrozenTrial) -> bool:
+    """A cell's outcome: it scored, or it raised (a recorded failure, not a lost worker)."""
+    return counts(trial) and cell_of(trial) is not None
+
+
+def open_grid(
+    settings: GridSettings, protocols: dict[str, EnvProtocol] | None = None, compile: bool | None = None
+) -> optuna.Study:
+    """Create the grid's study or load it; with ``protocols``, record them or check them.
+
+    A study keeps the protocol of every environment it has cells of and whether its variants
+    use the fast path; a command asking for another protocol is refused, naming the difference,
+    so cells of one table are always comparable.
+    """
+    storage = open_storage(settings.storage_url, settings.heartbeat_interval)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(
+            storage=storage, study_name=settings.study_name, direction="maximize", load_if_exists=True
+        )
+    stored = dict(study.user_attrs.get("protocols", {}))
+    for env_id, protocol in (protocols or {}).items():
+        if env_id in stored and stored[env_id] != protocol.as_dict():
+            raise GridError(
+                f"study {settings.study_name!r} ran {env_id} with {stored[env_id]}, not {protocol.as_dict()}: "
+                "use the same --budget-scale, or another --study-name"
+            )
+        stored[env_id] = protocol.as_dict()
+    if protocols:
+        study.set_user_attr("protocols", stored)
+    if compile is not None:
+        previous = study.user_attrs.get("compile")
+        if previous is not None and previous != compile:
+            raise GridError(
+                f"study {settings.study_name!r} ran its variants with compile={previous}: run it the same way, "
+                "or use another --study-name"
+            )
+        study.set_user_attr("compile", compile)
+    return study
+
+
+def protocol_of(study: optuna.Study, env_id: str) -> EnvProtocol:
+    try:
+        return EnvProtocol(**study.user_attrs["protocols"][env_id])
+    except KeyError as error:
+        raise GridError(f"study {study.study_name!r} has no protocol for {env_id}") from error
+
+
+def enqueue(study: optuna.Study, cells: Iterable[Cell], retry_failed: bool = False) -> tuple[int, int]:
+    """Enqueue every cell with no outcome and nobody working on it; return ``(enqueued, finished)``.
+
+    ``retry_failed`` enqueues again the cells that raised (after fixing what made them raise).
+    """
+    _fail_stale(study)
+    taken: set[Cell] = set()
+    finished: set[Cell] = set()
+    for trial in study.get_trials(deepcopy=False):
+        cell = cell_of(trial)
+        if cell is None:
+            continue
+        if trial.state in (TrialState.WAITING, TrialState.RUNNING):
+            taken.add(cell)
+        elif is_result(trial) and (trial.state == TrialState.COMPLETE or not retry_failed):
+            finished.add(cell)
+    cells = list(cells)
+    todo = [cell for cell in cells if cell not in taken | finished]
+    for cell in todo:
+        study.enqueue_trial({}, user_attrs=cell.as_attrs())
+    return len(todo), sum(cell in finished for cell in cells)
+
+
+def run_cells(settings: GridSettings, after_cell: Callable[[], None] | None = None) -> None:
+    """Claim and train cells until none waits and none runs (a lost worker's cell comes back)."""
+    storage = open_storage(settings.storage_url, settings.heartbeat_interval)  # this worker's connections
+    study = optuna.load_study(study_name=settings.study_name, storage=storage)
+    while True:
+        _fail_stale(study)
+        claimed = _claim(study, storage)
+        if claimed is None:
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+                return
+            time.sleep(POLL_SECONDS)
+            continue
+        trial, trial_id = claimed
+        with _heartbeat(storage, trial_id, settings.heartbeat_interval):
+            _run_trial(study, trial)
+        if after_cell is not None:
+            after_cell()
+
+
+def work(settings: GridSettings, index: int) -> None:
+    """A worker process: one torch thread, its own connection; Ctrl-C marks its cell for a retry."""
+    import torch as th
+
+    th.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        run_cells(settings)
+    except KeyboardInterrupt:
+        pass
+
+
+def _claim(study: optuna.Study, storage: optuna.storages.BaseStorage) -> tuple[optuna.Trial, int] | None:
+    """The first waiting cell this worker wins (the storage moves a trial out of WAITING once)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if cell_of(waiting) is None:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
+        if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+            if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+                storage.record_heartbeat(trial_id)  # at once: a trial with no heartbeat never goes stale
+            return optuna.Trial(study, trial_id), trial_id
+    return None
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
+    cell = Cell.from_attrs(trial.user_attrs)
+    assert cell is not None  # _claim only takes trials that name a cell
+    duplicate = _finished_or_earlier(study, cell, trial.number)
+    if duplicate is not None:  # two commands enqueued it at the same moment
+        trial.set_user_attr("duplicate_of", duplicate)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    compile = bool(study.user_attrs.get("compile", False))
+
+    def report(timesteps: int, mean_return: float) -> bool:
+        trial.report(mean_return, timesteps)
+        return True
+
+    start = time.perf_counter()
+    try:
+        evaluations = train_cell(cell, protocol_of(study, cell.env), compile, on_evaluation=report)
+    except KeyboardInterrupt:
+        study.tell(trial, state=TrialState.FAIL)  # no fail_reason: the next command runs it again
+        raise
+    except Exception as error:  # a diverging variant is a result of the grid, not its end
+        trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    trial.set_user_attr("seconds", time.perf_counter() - start)
+    study.tell(trial, score(evaluations))
+
+
+def _finished_or_earlier(study: optuna.Study, cell: Cell, number: int) -> int | None:
+    """Another trial of ``cell`` that has its outcome, or runs and was claimed from earlier."""
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)):
+        if other.number == number or cell_of(other) != cell:
+            continue
+        if is_result(other) or (other.state == TrialState.RUNNING and other.number < number):
+            return other.number
+    return None
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+@contextmanager
+def _heartbeat(storage: Any, trial_id: int, interval: int | None) -> Iterator[None]:
+    """Record the trial's heartbeat every ``interval`` seconds while the cell trains."""
+    if not interval or not isinstance(storage, optuna.storages.RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name="grid-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,211 @@
+"""The benchmark grid on Optuna: cells as enqueued trials, shared by processes and machines.
+
+Budgets are tiny (a few hundred CartPole steps per cell): these tests check what the grid
+records, survives and reports, not what the variants learn.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from benchmarks.grid.cells import ENVS, Cell
+from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(seeds: tuple[str, ...] = ("0", "1"), budget_scale: str = "0.005") -> list[str]:
+    """Two rows of CartPole cells at a sliver of the budget."""
+    return ["--envs", "CartPole-v1", "--variants", "sb3-ppo", "spo", "--seeds", *seeds, "--budget-scale", budget_scale]
+
+
+TINY = tiny()
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def grid(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "benchmarks.grid", "--bootstrap", "50", *arguments]
+    return subprocess.run(command, cwd=ROOT, check=check, capture_output=True, text=True)
+
+
+def trials(storage: str, name: str = "grid") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def finished_cells(storage: str, name: str = "grid") -> dict[Cell, int]:
+    """Each finished cell and the trial number that finished it (every cell exactly once)."""
+    done = [(cell_of(t), t.number) for t in trials(storage, name) if t.state == TrialState.COMPLETE]
+    cells = dict(done)
+    assert len(cells) == len(done), "a cell was trained twice"
+    return cells
+
+
+CELLS = {Cell("CartPole-v1", v, s) for v in ("sb3-ppo", "spo") for s in (0, 1)}
+
+
+def test_a_tiny_grid_in_two_processes_reports_from_its_study_and_resumes(tmp_path):
+    output = grid(*TINY, "--jobs", "2", "--out", str(tmp_path)).stdout
+    assert "4 cells: 0 finished, 4 to run (4 newly enqueued), 2 processes" in output
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    assert set(finished_cells(storage)) == CELLS
+    for trial in trials(storage):  # each cell keeps its learning curve, keyed by environment steps
+        steps = sorted(trial.intermediate_values)
+        assert len(steps) == 10 and 50 <= steps[0] < 100 and steps[-1] == 504  # every 500 / 10 steps of 8 envs
+        assert trial.value == pytest.approx(sum(list(trial.intermediate_values.values())[-3:]) / 3)
+        assert trial.user_attrs["seconds"] > 0 and ":" in trial.user_attrs["worker"]
+    for name in ("grid.csv", "results.md", "curves-CartPole-v1.png", "aggregate.png", "profiles.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = (tmp_path / "grid.csv").read_text().splitlines()
+    assert rows[0] == "env,variant,seed,timesteps,mean_return,error" and len(rows) == 1 + 4 * 10
+    results = (tmp_path / "results.md").read_text()
+    assert "| spo | 2 |" in results and "| sb3-ppo | 2 |" in results and "P(variant > SB3 PPO)" in results
+
+    before = finished_cells(storage)
+    assert "4 cells: 4 finished, 0 to run" in grid(*TINY, "--jobs", "2", "--out", str(tmp_path)).stdout
+    assert finished_cells(storage) == before and len(trials(storage)) == 4  # nothing recomputed
+    assert grid(*TINY, "--report-only", "--out", str(tmp_path)).stdout.count("| spo |") == 2
+
+
+def test_more_seeds_and_rows_extend_the_same_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    grid(*tiny(seeds=("0",)), "--jobs", "1", "--out", str(tmp_path))
+    first = finished_cells(storage)
+    output = grid(*TINY, "--jobs", "1", "--out", str(tmp_path)).stdout
+    assert "4 cells: 2 finished, 2 to run (2 newly enqueued)" in output
+    assert set(finished_cells(storage)) == CELLS and all(finished_cells(storage)[c] == n for c, n in first.items())
+
+
+def test_a_study_made_with_another_protocol_is_refused_by_name(tmp_path):
+    grid(*tiny(seeds=("0",)), "--jobs", "1", "--out", str(tmp_path))
+    refused = grid(*tiny(budget_scale="0.01"), "--jobs", "1", "--out", str(tmp_path), check=False)
+    assert refused.returncode == 2
+    assert "ran CartPole-v1 with" in refused.stderr and "use the same --budget-scale" in refused.stderr
+
+
+def test_an_unknown_variant_is_refused_with_the_accepted_names(tmp_path):
+    refused = grid("--variants", "nope", "--out", str(tmp_path), check=False)
+    assert refused.returncode == 2 and "unknown variant(s) nope: accepted values are sb3-ppo, ppo," in refused.stderr
+
+
+def test_an_interrupted_grid_resumes_without_recomputing_a_finished_cell(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    command = [sys.executable, "-m", "benchmarks.grid", *tiny(budget_scale="0.02"), "--jobs", "1"]
+    process = subprocess.Popen([*command, "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # interrupt it once a cell has finished and the next runs
+        time.sleep(0.5)
+        try:
+            states = [t.state for t in trials(storage)]
+        except KeyError:  # the command has not created its study yet
+            continue
+        if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+            break
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    assert "interrupted: finished cells are kept" in process.stdout.read()
+    first = finished_cells(storage)
+    assert 1 <= len(first) < 4 and not any(t.state == TrialState.RUNNING for t in trials(storage))
+
+    grid(*tiny(budget_scale="0.02"), "--jobs", "1", "--out", str(tmp_path))
+    assert set(finished_cells(storage)) == CELLS
+    assert all(finished_cells(storage)[cell] == number for cell, number in first.items())
+
+
+def _tiny_grid(storage: str, name: str, seeds: tuple[int, ...] = (0, 1)) -> GridSettings:
+    settings = GridSettings(storage_url=storage, study_name=name, heartbeat_interval=1)
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
+    enqueue(study, [Cell("CartPole-v1", v, s) for s in seeds for v in ("sb3-ppo", "spo")])
+    return settings
+
+
+def test_a_killed_workers_cell_is_retried_and_the_grid_completes(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=1)
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.2)})  # a cell takes seconds
+    enqueue(study, [Cell("CartPole-v1", "sb3-ppo", 0)])
+    worker = multiprocessing.get_context("spawn").Process(target=work, args=(settings, 0))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not any(t.state == TrialState.RUNNING for t in trials(storage)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # it has trained a little and sent a heartbeat
+    worker.kill()
+    worker.join()
+
+    # SQLite's clock counts whole seconds: the killed cell is stale within a few seconds.
+    run_cells(GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=1))
+    killed, retried = trials(storage)
+    assert killed.state == TrialState.FAIL and "fail_reason" not in killed.user_attrs
+    assert retried.state == TrialState.COMPLETE and cell_of(retried) == Cell("CartPole-v1", "sb3-ppo", 0)
+    assert retried.system_attrs["failed_trial"] == killed.number
+
+
+def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = _tiny_grid(storage, "grid", seeds=(0,))
+    study = optuna.load_study(study_name="grid", storage=storage)
+    study.enqueue_trial({}, user_attrs=Cell("CartPole-v1", "spo", 0).as_attrs())  # as two commands at once would
+    run_cells(settings)
+    assert set(finished_cells(storage)) == {Cell("CartPole-v1", v, 0) for v in ("sb3-ppo", "spo")}
+    (duplicate,) = [t for t in trials(storage) if t.state == TrialState.FAIL]
+    assert duplicate.user_attrs["duplicate_of"] < duplicate.number
+
+
+def test_a_cell_that_raises_is_a_result_not_the_end_of_the_grid(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=None)
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
+    enqueue(study, [Cell("CartPole-v1", "no-such-variant", 0), Cell("CartPole-v1", "sb3-ppo", 0)])
+    run_cells(settings)
+    failed, finished = trials(storage)
+    assert failed.state == TrialState.FAIL
+    assert "is unknown: accepted values are ppo," in failed.user_attrs["fail_reason"]
+    assert finished.state == TrialState.COMPLETE
+    assert enqueue(study, [cell_of(failed), cell_of(finished)]) == (0, 2)  # neither runs again
+    assert enqueue(study, [cell_of(failed)], retry_failed=True) == (1, 0)
+
+
+def test_two_commands_share_a_postgresql_grid(postgresql_url, tmp_path):
+    arguments = [*TINY, "--storage", postgresql_url, "--study-name", "shared", "--jobs", "1"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.grid", "--bootstrap", "50", *arguments, "--out", str(tmp_path / "a")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    second = grid(*arguments, "--out", str(tmp_path / "b"))
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    assert set(finished_cells(postgresql_url, "shared")) == CELLS
+    workers = {t.user_attrs["worker"] for t in trials(postgresql_url, "shared") if t.state == TrialState.COMPLETE}
+    assert len(workers) == 2  # both commands trained cells
+    assert "| spo |" in second.stdout and (tmp_path / "a" / "results.md").exists()
+
+
+def test_the_earlier_runners_cell_files_migrate_into_a_study(tmp_path):
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for variant, seed, returns in (("sb3-ppo", 0, [10.0, 20.0, 30.0, 40.0]), ("spo", 0, [10.0, 12.0, 14.0, 16.0])):
+        record = {"env": "CartPole-v1", "variant": variant, "seed": seed, "timesteps": 400, "seconds": 2.5}
+        record["evaluations"] = [[100 * (i + 1), r] for i, r in enumerate(returns)]
+        (cells / f"CartPole-v1__{variant}__{seed}.json").write_text(json.dumps(record))
+    failed = {"env": "CartPole-v1", "variant": "p3o", "seed": 0, "timesteps": 400, "seconds": 1.0}
+    (cells / "CartPole-v1__p3o__0.json").write_text(json.dumps({**failed, "evaluations": [], "error": "boom"}))
+
+    output = grid("--migrate", str(cells), "--out", str(tmp_path)).stdout
+    assert "3 cells imported" in output
+    assert "0 cells imported" in grid("--migrate", str(cells), "--out", str(tmp_path)).stdout  # once only
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    by_cell = {cell_of(t): t for t in trials(storage)}
+    assert by_cell[Cell("CartPole-v1", "sb3-ppo", 0)].value == pytest.approx(30.0)
+    assert by_cell[Cell("CartPole-v1", "p3o", 0)].user_attrs["fail_reason"] == "boom"
+    assert "| sb3-ppo | 30.0 ± 0.0 (1) |" in output and "| p3o | –, 1 failed |" in output
