@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +208,22 @@ def _postgres_binaries() -> Path | None:
     return versions[-1].parent if versions else None
 
 
+@dataclass
+class PostgresServer:
+    """A throwaway server on 127.0.0.1 that a test may restart."""
+
+    url: str
+    pg_ctl: list[Any]
+
+    def restart(self, pause: float = 2.0) -> None:
+        """Stop the server (its clients' connections die), wait ``pause`` seconds, start it again."""
+        subprocess.run([*self.pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True)
+        time.sleep(pause)
+        subprocess.run([*self.pg_ctl, "-w", "start"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
-def postgresql_url():
+def postgresql_server():
     """A throwaway server; as root it runs as the ``postgres`` user (the server refuses root)."""
     binaries = _postgres_binaries()
     if binaries is None:
@@ -225,10 +241,15 @@ def postgresql_url():
     subprocess.run([*as_postgres, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
                    check=True, capture_output=True)  # fmt: skip
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -F"
-    subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"],
-                   check=True, capture_output=True)  # fmt: skip
+    pg_ctl = [*as_postgres, binaries / "pg_ctl", "-D", data, "-o", options, "-l", log]
+    subprocess.run([*pg_ctl, "-w", "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", pg_ctl)
     finally:
-        subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgresql_url(postgresql_server):
+    return postgresql_server.url

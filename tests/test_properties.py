@@ -1,6 +1,7 @@
 """Properties of every built-in component over random minibatches (hypothesis), not just examples:
 finite losses and gradients for finite inputs up to the log-ratio clamp, invariance to padding,
-and configurations that rebuild the same component or are refused."""
+configurations that rebuild the same component or are refused, and the compiled update equal to
+the eager one on random rollouts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import math
 
 import pytest
 import torch as th
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_ppo_variants import HyperparameterError
+from sb3_ppo_variants import HyperparameterError, PPOVariant
 from sb3_ppo_variants.losses import (
     LOG_RATIO_LIMIT,
     CISPOSurrogate,
@@ -203,3 +205,38 @@ def test_an_invalid_parameter_is_refused_with_its_name(case):
     cls, name, value = case
     with pytest.raises(HyperparameterError, match=name):
         build_component({"name": cls.name, name: value})
+
+
+# Policy losses that compile as one graph; aot_eager traces the same graph without generating code.
+COMPILED = [
+    ClippedSurrogate(),
+    ClippedSurrogate(dual_clip=3.0),
+    ClippedSurrogate(clip_range_high=0.28),
+    RollbackSurrogate(),
+    SPOSurrogate(),
+    SoftClipSurrogate(),
+    CISPOSurrogate(),
+    LogProbClippedSurrogate(),
+    KLPenalty(estimator="k3"),
+]
+
+
+@settings(max_examples=min(settings().max_examples, 6))  # each example compiles a graph
+@given(
+    policy_loss=st.sampled_from(COMPILED),
+    seed=st.integers(0, 2**16),
+    ent_coef=st.floats(0.0, 0.1),
+    clip_range=st.floats(0.05, 0.5),
+)
+def test_the_compiled_update_equals_the_eager_one_on_random_rollouts(policy_loss, seed, ent_coef, clip_range):
+    loss = [policy_loss, ValueLoss(clip_range=clip_range), EntropyBonus(coef=ent_coef)]
+
+    def one_update(compile):
+        env = make_vec_env("CartPole-v1", n_envs=2, seed=seed)
+        options = dict(n_steps=32, batch_size=64, n_epochs=1, seed=seed, compile=compile)
+        return PPOVariant("MlpPolicy", env, loss=loss, **options).learn(64)
+
+    eager, compiled = one_update(False), one_update({"backend": "aot_eager"})
+    assert compiled.compiled_path == "one graph"
+    for (name, parameter), reference in zip(compiled.policy.named_parameters(), eager.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-6), name

@@ -3,17 +3,23 @@
 The default is an embedded SQLite file, in WAL mode with a long lock timeout so a few local
 workers do not hit "database is locked"; PostgreSQL (or MySQL) serves many machines. Heartbeats
 are on for both, so a worker killed mid-trial leaves a FAIL trial that the next worker retries
-with the same parameters and seed. A study remembers its task, so a command that changes it
-cannot resume it.
+with the same parameters and seed. A database that goes away for a while (a restarted server)
+is waited for: every storage call retries connection errors with backoff for up to
+``RECONNECT_SECONDS``. A SQLite folder that is read-only or nearly full is refused before any
+training. A study remembers its task, so a command that changes it cannot resume it.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 
@@ -25,6 +31,55 @@ DEFAULT_STORAGE = "sqlite:///tuning.db"
 _RETRY = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", optuna.storages.RetryFailedTrialCallback)
 HEARTBEAT_INTERVAL = 60
 """Seconds between a running trial's heartbeats; a trial silent for twice this is stale."""
+RECONNECT_SECONDS = 120.0
+"""How long a storage call waits for a database that has gone away (a restarting server)."""
+MIN_FREE_BYTES = 64 * 2**20
+"""A SQLite study's folder needs this much free space to start (a study's file grows by MBs)."""
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps: Optuna raises StorageInternalError from it) is the
+    database being unreachable, which a later try can get past."""
+    import sqlalchemy
+
+    while error is not None:
+        if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        error = error.__cause__  # type: ignore[assignment]
+    return False
+
+
+def _reconnecting(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.25
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                if not _connection_lost(error) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)  # pool_pre_ping then replaces the dead connections
+                delay = min(2 * delay, 8.0)
+
+    return call  # type: ignore[return-value]
+
+
+class ReconnectingStorage(optuna.storages.RDBStorage):
+    """Optuna's ``RDBStorage``, its every call retried with backoff while the database is unreachable."""
+
+
+# Optuna's cache and heartbeat code also call these private methods of the storage it wraps.
+_PRIVATE_CALLS = ("_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param")
+for _name in dir(optuna.storages.RDBStorage):
+    _attribute = getattr(optuna.storages.RDBStorage, _name)
+    public = not _name.startswith("_") and _name not in ("upgrade", "remove_session")
+    if callable(_attribute) and (public or _name in _PRIVATE_CALLS):
+        setattr(ReconnectingStorage, _name, _reconnecting(_attribute))
 
 
 def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) -> optuna.storages.BaseStorage:
@@ -55,7 +110,7 @@ def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) 
                 }
             for attempt in range(3):
                 try:
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                    return ReconnectingStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
                 except sqlalchemy.exc.SQLAlchemyError as error:
                     # Workers (or commands) starting together on a new database race to create its
                     # tables: the loser sees a duplicate key, PostgreSQL's "relation ... already
@@ -86,10 +141,31 @@ def _use_wal(database: str | None) -> None:
     if not database or database == ":memory:":
         return
     path = Path(database)
-    if not path.parent.exists():
-        raise TuningError(f"cannot open storage sqlite:///{database}: folder {path.parent} does not exist")
-    with sqlite3.connect(path, timeout=120) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
+    _check_folder(path, f"sqlite:///{database}")
+    try:
+        with sqlite3.connect(path, timeout=120) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as error:
+        raise TuningError(f"cannot open storage sqlite:///{database}: {error}") from error
+
+
+def _check_folder(path: Path, shown: str) -> None:
+    """Refuse, before any training, a SQLite file that could not be written or could not grow."""
+    folder = path.parent
+    if not folder.exists():
+        raise TuningError(f"cannot open storage {shown}: folder {folder} does not exist")
+    probe = folder / f".{path.name}.{os.getpid()}.probe"
+    try:
+        probe.write_bytes(b"0")  # os.access says yes to root on a read-only file system
+        probe.unlink()
+    except OSError as error:
+        raise TuningError(f"cannot open storage {shown}: folder {folder} is not writable ({error.strerror})") from error
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise TuningError(
+            f"cannot open storage {shown}: folder {folder} has {free / 2**20:.1f} MiB free, "
+            f"a study needs at least {MIN_FREE_BYTES // 2**20} MiB"
+        )
 
 
 def open_study(

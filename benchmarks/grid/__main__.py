@@ -23,8 +23,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.grid.cells import ENVS, SB3, Cell
 from benchmarks.grid.migrate import migrate
-from benchmarks.grid.queue import GridError, GridSettings, cell_of, enqueue, open_grid, run_cells, work
+from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
 from benchmarks.grid.report import report
+from tuning.errors import TuningError
 from tuning.progress import Progress
 from tuning.storage import HEARTBEAT_INTERVAL
 from tuning.workers import run_processes
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             if len(chosen) == len(group) and chosen not in aggregates.values():
                 aggregates[name] = chosen
         print(report(study, args.out, envs, args.variants, args.seeds, args.bootstrap, aggregates or {"": envs}))
-    except GridError as error:
+    except TuningError as error:  # a storage that cannot be opened, a study made for another protocol
         parser.exit(2, f"error: {error}\n")
 
 
