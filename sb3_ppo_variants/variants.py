@@ -18,7 +18,7 @@ from typing import Any
 from stable_baselines3 import PPO
 
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.common.validation import value_at
+from sb3_ppo_variants.common.validation import Scaled
 from sb3_ppo_variants.losses import (
     CISPOSurrogate,
     ClippedSurrogate,
@@ -42,20 +42,8 @@ from sb3_ppo_variants.losses import (
     ValueNormalization,
     VTraceAdvantages,
 )
-from sb3_ppo_variants.losses.base import ScheduleLike
 from sb3_ppo_variants.phasic import PhasicAuxiliaryPhase
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
-
-
-@dataclass(frozen=True)
-class Scaled:
-    """``factor`` times a float-or-schedule hyperparameter, itself a picklable schedule."""
-
-    base: ScheduleLike
-    factor: float
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.factor * value_at(self.base, progress_remaining)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,6 +198,21 @@ def save_continue_and_resume(model: Any, path: Any, timesteps: int) -> tuple[Any
     _set_rng_state(rng_at_save)
     resumed.learn(timesteps, reset_num_timesteps=False)
     return model, resumed
+
+
+def rewritten_model(path: Path | io.BytesIO, drop: tuple[str, ...] = (), **changes) -> io.BytesIO:
+    """A copy of a saved model whose ``data`` has ``changes`` and lacks ``drop``."""
+    copy = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(copy, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "data":
+                data = {key: value for key, value in json.loads(content).items() if key not in drop}
+                data.update(changes)
+                content = json.dumps(data).encode()
+            target.writestr(item, content)
+    copy.seek(0)
+    return copy
 
 
 # --- a real PostgreSQL server, started on 127.0.0.1 by the tests that need one ------------------

@@ -1,6 +1,5 @@
 """Models saved by earlier versions stay loadable; a file from a newer version says so."""
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch as th
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 
 from sb3_ppo_variants import MaskablePPOVariant, ModelFileError, PPOVariant, RecurrentPPOVariant
+from tests.conftest import rewritten_model
 
 MODELS = Path(__file__).parent / "models"
 ALGORITHMS = {
@@ -48,27 +48,12 @@ def test_the_committed_state_comes_back_with_its_components():
     assert model.loss[4].momentum_buffer  # outer momentum, one buffer per parameter
 
 
-def _with_data(path: Path, drop: tuple[str, ...] = (), **changes) -> io.BytesIO:
-    """A copy of a saved model whose ``data`` has ``changes`` and lacks ``drop``."""
-    copy = io.BytesIO()
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(copy, "w") as target:
-        for item in source.infolist():
-            content = source.read(item.filename)
-            if item.filename == "data":
-                data = {key: value for key, value in json.loads(content).items() if key not in drop}
-                data.update(changes)
-                content = json.dumps(data).encode()
-            target.writestr(item, content)
-    copy.seek(0)
-    return copy
-
-
 def test_a_file_from_a_newer_format_fails_with_the_reason():
     (path,) = MODELS.glob("ppo_default-*.zip")
     with pytest.raises(ModelFileError, match="loss format version 99, newer than this version"):
-        PPOVariant.load(_with_data(path, loss_format_version=99), device="cpu")
+        PPOVariant.load(rewritten_model(path, loss_format_version=99), device="cpu")
     with pytest.raises(ModelFileError, match="loss_format_version='one' is invalid"):
-        PPOVariant.load(_with_data(path, loss_format_version="one"), device="cpu")
+        PPOVariant.load(rewritten_model(path, loss_format_version="one"), device="cpu")
 
 
 def test_a_file_without_a_version_is_the_first_format(tmp_path):
@@ -76,5 +61,5 @@ def test_a_file_without_a_version_is_the_first_format(tmp_path):
     model.save(tmp_path / "model.zip")
     with zipfile.ZipFile(tmp_path / "model.zip") as saved:
         assert json.loads(saved.read("data"))["loss_format_version"] == 1
-    unversioned = _with_data(tmp_path / "model.zip", drop=("loss_format_version",))
+    unversioned = rewritten_model(tmp_path / "model.zip", drop=("loss_format_version",))
     assert PPOVariant.load(unversioned, device="cpu").loss_config() == model.loss_config()

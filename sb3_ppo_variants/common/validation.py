@@ -1,6 +1,7 @@
 """Checks for hyperparameters: each failure names the parameter and what it accepts."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sb3_ppo_variants.common.errors import HyperparameterError
@@ -59,6 +60,18 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
 def value_at(value: float | Callable[[float], float], progress_remaining: float) -> float:
     """The value of a float-or-schedule hyperparameter at ``progress_remaining`` (1 -> 0)."""
     return float(value(progress_remaining)) if callable(value) else value
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """``factor`` times a float-or-schedule hyperparameter, itself a picklable schedule (and one a
+    model file describes as plain data)."""
+
+    base: float | Callable[[float], float]
+    factor: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.factor * value_at(self.base, progress_remaining)
 
 
 def at_least(value: Any, low: float) -> Any:

@@ -25,7 +25,7 @@ from sb3_ppo_variants.common.config import load_config
 from sb3_ppo_variants.common.errors import HyperparameterError, ModelFileError
 from sb3_ppo_variants.common.hooks import TrainingHook
 from sb3_ppo_variants.common.validation import value_at
-from sb3_ppo_variants.losses.base import LossComponent, LossSpec, Minibatch, build_loss
+from sb3_ppo_variants.losses.base import LossComponent, LossSpec, Minibatch, build_loss, registered_components
 from sb3_ppo_variants.losses.vtrace import VTraceAdvantages
 from sb3_ppo_variants.training.advantages import PrepareAdvantages
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS, default_loss
@@ -34,6 +34,7 @@ from sb3_ppo_variants.training.distributions import constant_action_dims, curren
 from sb3_ppo_variants.training.loop import TrainingLoop
 from sb3_ppo_variants.training.optimizer_step import OptimizerStep
 from sb3_ppo_variants.training.rollout import values_in_return_units
+from sb3_ppo_variants.training.safe_loading import plain_attributes, read_model_file, safe_custom_objects
 from sb3_ppo_variants.training.scoring import MinibatchScorer, PolicyEvaluation
 
 # Parameters that only the value function uses (SB3's and sb3-contrib's actor-critic policies).
@@ -133,6 +134,7 @@ class LossComponentsMixin(TrainingLoop):
         """Finish the loss in ``_setup_model``: rebuild it from a loaded model's saved config."""
         config = self.__dict__.pop("loss_config", None)
         version = self.__dict__.pop("loss_format_version", None)
+        self.__dict__.pop("plain_attributes", None)  # read by a safe load, before this
         if config is not None:
             self._loss = build_loss(_migrated(config, version))
         self._check_loss(self._loss)
@@ -214,13 +216,16 @@ class LossComponentsMixin(TrainingLoop):
         exclude: Iterable[str] | None = None,
         include: Iterable[str] | None = None,
     ) -> None:
-        """Save as SB3 does; the loss goes in as plain data, its tensor state with the parameters."""
+        """Save as SB3 does; the loss goes in as plain data, its tensor state with the parameters,
+        and what SB3 pickles is also described as plain data, for ``load(path, safe=True)``."""
         self.__dict__["loss_config"] = self.loss_config()
         self.__dict__["loss_format_version"] = LOSS_FORMAT_VERSION
+        self.__dict__["plain_attributes"] = plain_attributes(self, exclude)
         try:
             super().save(path, exclude=exclude, include=include)  # type: ignore[misc]
         finally:
-            del self.__dict__["loss_config"], self.__dict__["loss_format_version"]
+            for key in ("loss_config", "loss_format_version", "plain_attributes"):
+                del self.__dict__[key]
 
     def get_parameters(self) -> dict[str, dict]:
         """SB3's parameters, and ``"loss_state"``: the components' tensor state, if any."""
@@ -260,6 +265,8 @@ class LossComponentsMixin(TrainingLoop):
         print_system_info: bool = False,
         force_reset: bool = True,
         loss: Iterable[LossSpec] | None = None,
+        safe: bool = False,
+        allow: Iterable[str] = (),
         **kwargs: Any,
     ) -> Any:
         """SB3's ``load``; with ``loss``, the model goes on with that loss instead of the saved one.
@@ -267,7 +274,17 @@ class LossComponentsMixin(TrainingLoop):
         This also loads SB3's own ``PPO`` (``MaskablePPO``, ``RecurrentPPO``) zips. The new loss is
         validated as the constructor validates it (before anything is loaded), and the SB3
         attributes it mirrors follow it. ``custom_objects={"loss": ...}`` means the same.
+
+        :param safe: Unpickle nothing and import no module the file names, so a file from
+            someone else cannot run code (see :mod:`sb3_ppo_variants.training.safe_loading`).
+            A file that needs code to load is refused with a ``ModelFileError`` naming it. The
+            default, ``False``, loads as SB3 does: only open files you trust that way.
+        :param allow: With ``safe=True``, modules (or packages) whose classes and components the
+            file may import: a custom policy's module, a custom component's.
         """
+        allow = tuple(allow)
+        if allow and not safe:
+            raise HyperparameterError(f"allow={list(allow)!r} needs safe=True: accepted values are allow=() otherwise.")
         custom_objects = dict(custom_objects or {})
         if "loss" in custom_objects:
             if loss is not None:
@@ -276,6 +293,10 @@ class LossComponentsMixin(TrainingLoop):
                 )
             loss = custom_objects.pop("loss")
         components = None if loss is None else build_loss(loss)
+        if safe:
+            content, shown = read_model_file(path)
+            custom_objects = safe_custom_objects(content, shown, allow, custom_objects, registered_components())
+            path = io.BytesIO(content)  # what was checked is what loads
         model = super().load(  # type: ignore[misc]
             path,
             env=env,
