@@ -110,7 +110,7 @@ def test_an_interrupted_grid_resumes_without_recomputing_a_finished_cell(tmp_pat
             continue
         if TrialState.COMPLETE in states and TrialState.RUNNING in states:
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)  # as kill or a job scheduler stops it; Ctrl-C takes the same path
     assert process.wait(timeout=60) == 130
     assert "interrupted: finished cells are kept" in process.stdout.read()
     first = finished_cells(storage)

@@ -23,7 +23,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.grid.cells import ENVS, SB3, Cell
 from benchmarks.grid.migrate import migrate
-from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
+from benchmarks.grid.queue import (
+    GridSettings,
+    cell_of,
+    enqueue,
+    interrupt_on_terminate,
+    load_grid,
+    open_grid,
+    run_cells,
+    work,
+)
 from benchmarks.grid.report import report
 from tuning.errors import TuningError
 from tuning.progress import Progress
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--jobs must be >= 1 and --budget-scale > 0")
 
     args.out.mkdir(parents=True, exist_ok=True)
+    interrupt_on_terminate()
     settings = GridSettings(
         storage_url=args.storage or f"sqlite:///{args.out / 'grid.db'}",
         study_name=args.study_name,
@@ -112,19 +122,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.migrate:
             study = open_grid(settings)
             print(f"{migrate(args.migrate, study)} cells imported from {args.migrate}")
+        elif args.report_only:
+            study = load_grid(settings)
         else:
             protocols = {e: ENVS[e].scaled(args.budget_scale) for e in args.envs}
             study = open_grid(settings, protocols, compile=args.compile)
-            if not args.report_only:
-                cells = cells_of(args.envs, args.variants, args.seeds) if explicit else table
-                run(study, settings, cells, args.jobs, args.retry_failed)
+            cells = cells_of(args.envs, args.variants, args.seeds) if explicit else table
+            run(study, settings, cells, args.jobs, args.retry_failed)
         envs = [e for e in args.envs if e in study.user_attrs.get("protocols", {})]
-        aggregates: dict[str, list[str]] = {}
-        for name, group in AGGREGATES.items():  # the groups this report covers, each once
-            chosen = [e for e in group if e in envs]
-            if len(chosen) == len(group) and chosen not in aggregates.values():
-                aggregates[name] = chosen
-        print(report(study, args.out, envs, args.variants, args.seeds, args.bootstrap, aggregates or {"": envs}))
+        print(report(study, args.out, envs, args.variants, args.seeds, args.bootstrap, AGGREGATES))
     except TuningError as error:  # a storage that cannot be opened, a study made for another protocol
         parser.exit(2, f"error: {error}\n")
 

@@ -14,6 +14,7 @@ intermediate values, keyed by environment steps.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -93,6 +94,16 @@ def open_grid(
     return study
 
 
+def load_grid(settings: GridSettings) -> optuna.Study:
+    """An existing grid's study (for its report), or a ``GridError`` naming the studies there are."""
+    storage = open_storage(settings.storage_url, settings.heartbeat_interval)
+    try:
+        return optuna.load_study(study_name=settings.study_name, storage=storage)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise GridError(f"no grid study named {settings.study_name!r} there: studies there are {names}") from None
+
+
 def protocol_of(study: optuna.Study, env_id: str) -> EnvProtocol:
     try:
         return EnvProtocol(**study.user_attrs["protocols"][env_id])
@@ -142,10 +153,21 @@ def run_cells(settings: GridSettings, after_cell: Callable[[], None] | None = No
             after_cell()
 
 
+def interrupt_on_terminate() -> None:
+    """SIGTERM (``kill``, a scheduler ending the job) stops a worker as Ctrl-C does: its cell is
+    marked for the next command instead of waiting for its heartbeat to go stale."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def work(settings: GridSettings, index: int) -> None:
     """A worker process: one torch thread, its own connection; Ctrl-C marks its cell for a retry."""
     import torch as th
 
+    interrupt_on_terminate()
     th.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:

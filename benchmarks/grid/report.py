@@ -23,7 +23,6 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -182,13 +181,15 @@ def aggregate(matrices: dict[str, np.ndarray], out: Path, reps: int, name: str) 
     def iqm_and_mean(scores: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
 
-    estimates, intervals = rly.get_interval_estimates(scored, iqm_and_mean, reps=reps)
+    random_state = np.random.RandomState(0)  # a report read twice from one study is the same report
+    np.random.seed(0)  # the performance profiles' bootstrap draws from numpy's global generator
+    estimates, intervals = rly.get_interval_estimates(scored, iqm_and_mean, reps=reps, random_state=random_state)
     improvement: dict[str, tuple[float, float, float]] = {}
     if SB3 in scored:
         pairs = {f"{v},{SB3}": (scored[v], scored[SB3]) for v in scored if v != SB3}
         if pairs:
             probabilities, probability_cis = rly.get_interval_estimates(
-                pairs, metrics.probability_of_improvement, reps=max(reps // 4, 50)
+                pairs, metrics.probability_of_improvement, reps=max(reps // 4, 50), random_state=random_state
             )
             for key, value in probabilities.items():
                 low, high = np.ravel(probability_cis[key])[:2]
@@ -256,11 +257,12 @@ def report(
     """Write the report of ``study``'s finished cells (default: all of them) under ``out``.
 
     :param aggregates: Named groups of environments to aggregate over, each with its own
-        table and plots (default: one over all ``envs``); a variant enters a group's table with
-        the seeds it finished on every environment of the group.
+        table and plots; a group is reported when all its environments have finished cells, and
+        once if two groups are the same (default, and when none is: one over all ``envs``). A
+        variant enters a group's table with the seeds it finished on every environment of it.
     """
     runs = runs_of(study)
-    envs = envs or sorted({r.cell.env for r in runs})
+    envs = [e for e in envs or sorted({r.cell.env for r in runs}) if any(r.cell.env == e for r in runs)]
     runs = [
         r
         for r in runs
@@ -281,7 +283,7 @@ def report(
         "",
         *per_env_table(runs, envs, variants),
     ]
-    for name, group in (aggregates or {"": envs}).items():
+    for name, group in _groups(aggregates, envs).items():
         matrices = normalised_scores(runs, group, variants, protocols, out)
         text += [
             "",
@@ -300,6 +302,14 @@ def report(
     return result
 
 
+def _groups(aggregates: dict[str, list[str]] | None, envs: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name, group in (aggregates or {}).items():
+        if set(group) <= set(envs) and sorted(group) not in [sorted(g) for g in groups.values()]:
+            groups[name] = group
+    return groups or {"": envs}
+
+
 def _rows(runs: list[Run]) -> list[str]:
     """SB3's row first, then the variants in the order of ``VARIANTS``."""
     from sb3_ppo_variants.variants import VARIANTS
@@ -307,11 +317,3 @@ def _rows(runs: list[Run]) -> list[str]:
     present = {r.cell.variant for r in runs}
     order = [SB3, *VARIANTS]
     return [v for v in order if v in present] + sorted(present - set(order))
-
-
-def summary(runs: list[Run]) -> dict[str, Any]:
-    """Cells and CPU-seconds per environment (the compute a table took)."""
-    by_env: dict[str, list[float]] = {}
-    for run in runs:
-        by_env.setdefault(run.cell.env, []).append(run.seconds)
-    return {env: {"cells": len(s), "seconds": float(np.nansum(s))} for env, s in sorted(by_env.items())}
