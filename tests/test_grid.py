@@ -19,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.grid.cells import ENVS, Cell
+from benchmarks.grid.migrate import migrate
 from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +54,16 @@ def finished_cells(storage: str, name: str = "grid") -> dict[Cell, int]:
 CELLS = {Cell("CartPole-v1", v, s) for v in ("sb3-ppo", "spo") for s in (0, 1)}
 
 
-def test_a_tiny_grid_in_two_processes_reports_from_its_study_and_resumes(tmp_path):
-    output = grid(*TINY, "--jobs", "2", "--out", str(tmp_path)).stdout
-    assert "4 cells: 0 finished, 4 to run (4 newly enqueued), 2 processes" in output
+def test_a_tiny_grid_in_two_processes_reports_from_its_study_grows_and_resumes(tmp_path):
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    output = grid(*tiny(seeds=("0",)), "--jobs", "2", "--out", str(tmp_path)).stdout
+    assert "2 cells: 0 finished, 2 to run (2 newly enqueued), 2 processes" in output
+    first = finished_cells(storage)
+
+    output = grid(*TINY, "--jobs", "2", "--out", str(tmp_path)).stdout  # one more seed of each row
+    assert "4 cells: 2 finished, 2 to run (2 newly enqueued), 2 processes" in output
     assert set(finished_cells(storage)) == CELLS
+    assert all(finished_cells(storage)[cell] == number for cell, number in first.items())  # not recomputed
     for trial in trials(storage):  # each cell keeps its learning curve, keyed by environment steps
         steps = sorted(trial.intermediate_values)
         assert len(steps) == 10 and 50 <= steps[0] < 100 and steps[-1] == 504  # every 500 / 10 steps of 8 envs
@@ -71,22 +77,14 @@ def test_a_tiny_grid_in_two_processes_reports_from_its_study_and_resumes(tmp_pat
     assert "| spo | 2 |" in results and "| sb3-ppo | 2 |" in results and "P(variant > SB3 PPO)" in results
 
     before = finished_cells(storage)
-    assert "4 cells: 4 finished, 0 to run" in grid(*TINY, "--jobs", "2", "--out", str(tmp_path)).stdout
+    output = grid(*TINY, "--jobs", "2", "--out", str(tmp_path)).stdout
+    assert "4 cells: 4 finished, 0 to run" in output and output.count("| spo |") == 2  # the report, again
     assert finished_cells(storage) == before and len(trials(storage)) == 4  # nothing recomputed
-    assert grid(*TINY, "--report-only", "--out", str(tmp_path)).stdout.count("| spo |") == 2
-
-
-def test_more_seeds_and_rows_extend_the_same_study(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'grid.db'}"
-    grid(*tiny(seeds=("0",)), "--jobs", "1", "--out", str(tmp_path))
-    first = finished_cells(storage)
-    output = grid(*TINY, "--jobs", "1", "--out", str(tmp_path)).stdout
-    assert "4 cells: 2 finished, 2 to run (2 newly enqueued)" in output
-    assert set(finished_cells(storage)) == CELLS and all(finished_cells(storage)[c] == n for c, n in first.items())
 
 
 def test_a_study_made_with_another_protocol_is_refused_by_name(tmp_path):
-    grid(*tiny(seeds=("0",)), "--jobs", "1", "--out", str(tmp_path))
+    settings = GridSettings(storage_url=f"sqlite:///{tmp_path / 'grid.db'}", study_name="grid")
+    open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
     refused = grid(*tiny(budget_scale="0.01"), "--jobs", "1", "--out", str(tmp_path), check=False)
     assert refused.returncode == 2
     assert "ran CartPole-v1 with" in refused.stderr and "use the same --budget-scale" in refused.stderr
@@ -131,7 +129,7 @@ def _tiny_grid(storage: str, name: str, seeds: tuple[int, ...] = (0, 1)) -> Grid
 def test_a_killed_workers_cell_is_retried_and_the_grid_completes(tmp_path):
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
     settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=1)
-    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.2)})  # a cell takes seconds
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.1)})  # a cell takes seconds
     enqueue(study, [Cell("CartPole-v1", "sb3-ppo", 0)])
     worker = multiprocessing.get_context("spawn").Process(target=work, args=(settings, 0))
     worker.start()
@@ -203,8 +201,8 @@ def test_the_earlier_runners_cell_files_migrate_into_a_study(tmp_path):
 
     output = grid("--migrate", str(cells), "--out", str(tmp_path)).stdout
     assert "3 cells imported" in output
-    assert "0 cells imported" in grid("--migrate", str(cells), "--out", str(tmp_path)).stdout  # once only
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    assert migrate(cells, optuna.load_study(study_name="grid", storage=storage)) == 0  # once only
     by_cell = {cell_of(t): t for t in trials(storage)}
     assert by_cell[Cell("CartPole-v1", "sb3-ppo", 0)].value == pytest.approx(30.0)
     assert by_cell[Cell("CartPole-v1", "p3o", 0)].user_attrs["fail_reason"] == "boom"

@@ -179,9 +179,10 @@ def test_two_commands_started_together_on_a_new_sqlite_database_both_finish(tmp_
 def test_opening_a_storage_retries_after_losing_the_race_to_create_its_tables(tmp_path, monkeypatch):
     import sqlalchemy
 
+    import tuning.storage
     from tuning.storage import open_storage
 
-    real, calls = optuna.storages.RDBStorage, []
+    real, calls = tuning.storage.ReconnectingStorage, []
 
     def loses_once(*arguments, **keywords):
         calls.append(1)
@@ -189,7 +190,7 @@ def test_opening_a_storage_retries_after_losing_the_race_to_create_its_tables(tm
             raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
         return real(*arguments, **keywords)
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", loses_once)
+    monkeypatch.setattr(tuning.storage, "ReconnectingStorage", loses_once)
     assert open_storage(sqlite(tmp_path)) is not None and len(calls) == 2
 
 
