@@ -207,3 +207,17 @@ def test_the_earlier_runners_cell_files_migrate_into_a_study(tmp_path):
     assert by_cell[Cell("CartPole-v1", "sb3-ppo", 0)].value == pytest.approx(30.0)
     assert by_cell[Cell("CartPole-v1", "p3o", 0)].user_attrs["fail_reason"] == "boom"
     assert "| sb3-ppo | 30.0 ± 0.0 (1) |" in output and "| p3o | –, 1 failed |" in output
+
+
+def test_workers_take_cells_in_the_order_asked_and_a_retried_cell_keeps_its_place(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=None)
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
+    cells = [Cell("CartPole-v1", "sb3-ppo", seed) for seed in range(3)]
+    enqueue(study, cells[1:])
+    # What Optuna's retry callback leaves for a lost worker's cell: a new trial, numbered last.
+    retried = {**cells[0].as_attrs(), "order": -1}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=retried))
+    run_cells(settings)
+    started = sorted(trials(storage), key=lambda trial: trial.datetime_start)
+    assert [cell_of(trial) for trial in started] == cells

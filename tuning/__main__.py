@@ -21,6 +21,7 @@ from tuning.errors import TuningError
 from tuning.samplers import PRUNERS, SAMPLERS
 from tuning.space import SearchSpaceError, load_space
 from tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, open_storage, open_study
+from tuning.workers import interrupt_on_terminate
 
 COMMANDS = ("run", "report", "retrain")
 
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    interrupt_on_terminate()  # kill or a job scheduler stops a study as Ctrl-C does
     try:
         {"run": _run, "report": _report, "retrain": _retrain}[args.command](args)
     except (TuningError, SearchSpaceError, HyperparameterError) as error:

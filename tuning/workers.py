@@ -7,11 +7,13 @@ serves the benchmark grid, whose workers claim enqueued cells instead of samplin
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -60,10 +62,21 @@ class _Workers:
     heartbeat_interval: int | None
 
 
+def interrupt_on_terminate() -> None:
+    """SIGTERM (``kill``, a job scheduler, the command stopping its workers) stops a process as
+    Ctrl-C does: its running trial is marked for the next command instead of going stale."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _worker(settings: _Workers, objective: Objective, index: int) -> None:
     """One worker process: one torch thread, its own connection, its own sampler seed."""
     import torch as th
 
+    interrupt_on_terminate()
     th.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(
@@ -96,11 +109,16 @@ def run_processes(work: Callable[[int], None], n_jobs: int, progress: Progress, 
         while any(worker.is_alive() for worker in workers):
             progress.update()
             time.sleep(1.0)
-    finally:
-        for worker in workers:  # on Ctrl-C the workers got it too: give them time to mark their trials
-            worker.join(timeout=30)
+    except KeyboardInterrupt:
+        for worker in workers:  # Ctrl-C reached them too; a SIGTERM to this process did not
             if worker.is_alive():
                 worker.terminate()
+        raise
+    finally:
+        for worker in workers:  # give them time to mark their trials
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
                 worker.join()
     lost = [w.name for w in workers if w.exitcode not in (0, None)]
     if lost:

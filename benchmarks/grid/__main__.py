@@ -27,7 +27,6 @@ from benchmarks.grid.queue import (
     GridSettings,
     cell_of,
     enqueue,
-    interrupt_on_terminate,
     load_grid,
     open_grid,
     run_cells,
@@ -37,7 +36,7 @@ from benchmarks.grid.report import report
 from tuning.errors import TuningError
 from tuning.progress import Progress
 from tuning.storage import HEARTBEAT_INTERVAL
-from tuning.workers import run_processes
+from tuning.workers import interrupt_on_terminate, run_processes
 
 CLASSIC_CHEAP = ["CartPole-v1", "Pendulum-v1"]
 CLASSIC_COSTLY = ["Acrobot-v1", "LunarLander-v3"]

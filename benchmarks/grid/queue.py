@@ -14,7 +14,6 @@ intermediate values, keyed by environment steps.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
@@ -31,6 +30,7 @@ from benchmarks.grid.cells import Cell, EnvProtocol, score, train_cell
 from tuning.errors import TuningError
 from tuning.progress import counts
 from tuning.storage import HEARTBEAT_INTERVAL, open_storage
+from tuning.workers import interrupt_on_terminate
 
 POLL_SECONDS = 5.0
 """How often an idle worker looks again while other workers' cells are still running."""
@@ -128,9 +128,9 @@ def enqueue(study: optuna.Study, cells: Iterable[Cell], retry_failed: bool = Fal
         elif is_result(trial) and (trial.state == TrialState.COMPLETE or not retry_failed):
             finished.add(cell)
     cells = list(cells)
-    todo = [cell for cell in cells if cell not in taken | finished]
-    for cell in todo:
-        study.enqueue_trial({}, user_attrs=cell.as_attrs())
+    todo = [(order, cell) for order, cell in enumerate(cells) if cell not in taken | finished]
+    for order, cell in todo:  # "order": workers take cells in the command's order, retries included
+        study.enqueue_trial({}, user_attrs={**cell.as_attrs(), "order": order})
     return len(todo), sum(cell in finished for cell in cells)
 
 
@@ -153,16 +153,6 @@ def run_cells(settings: GridSettings, after_cell: Callable[[], None] | None = No
             after_cell()
 
 
-def interrupt_on_terminate() -> None:
-    """SIGTERM (``kill``, a scheduler ending the job) stops a worker as Ctrl-C does: its cell is
-    marked for the next command instead of waiting for its heartbeat to go stale."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-
-
 def work(settings: GridSettings, index: int) -> None:
     """A worker process: one torch thread, its own connection; Ctrl-C marks its cell for a retry."""
     import torch as th
@@ -179,7 +169,9 @@ def work(settings: GridSettings, index: int) -> None:
 def _claim(study: optuna.Study, storage: optuna.storages.BaseStorage) -> tuple[optuna.Trial, int] | None:
     """The first waiting cell this worker wins (the storage moves a trial out of WAITING once)."""
     study_id = storage.get_study_id_from_name(study.study_name)
-    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    queue = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    # In the order the cells were asked for: a retry (a new trial, numbered last) keeps its place.
+    for waiting in sorted(queue, key=lambda trial: (trial.user_attrs.get("order", float("inf")), trial.number)):
         if cell_of(waiting) is None:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
