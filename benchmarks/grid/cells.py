@@ -87,6 +87,23 @@ class Cell:
         return f"{self.env} / {self.variant} / seed {self.seed}"
 
 
+def cell_task(cell: Cell, protocol: EnvProtocol) -> Any:
+    """The ``tuning`` task a cell trains and is scored by (its score: the mean of its last
+    ``LAST_EVALUATIONS`` evaluations)."""
+    from sb3_ppo_variants.variants import variant_policy
+    from tuning.objective import Task
+
+    task = Task.for_env(
+        cell.env,
+        protocol.timesteps,
+        n_evaluations=protocol.n_evaluations,
+        n_eval_episodes=protocol.eval_episodes,
+        n_eval_envs=protocol.eval_envs,
+        n_last_evaluations=min(LAST_EVALUATIONS, protocol.n_evaluations),
+    )
+    return dataclasses.replace(task, policy=variant_policy(cell.variant, task.policy))  # PPG's policy has an extra head
+
+
 def train_cell(
     cell: Cell,
     protocol: EnvProtocol,
@@ -102,18 +119,10 @@ def train_cell(
     from stable_baselines3 import PPO
 
     from sb3_ppo_variants import PPOVariant
-    from sb3_ppo_variants.variants import variant_arguments, variant_policy
-    from tuning.objective import Task, train_and_evaluate
+    from sb3_ppo_variants.variants import variant_arguments
+    from tuning.objective import train_and_evaluate
     from tuning.zoo import zoo_ppo_arguments
 
-    task = Task.for_env(
-        cell.env,
-        protocol.timesteps,
-        n_evaluations=protocol.n_evaluations,
-        n_eval_episodes=protocol.eval_episodes,
-        n_eval_envs=protocol.eval_envs,
-        n_last_evaluations=min(LAST_EVALUATIONS, protocol.n_evaluations),
-    )
     arguments = zoo_ppo_arguments(cell.env)
     if cell.variant == SB3:
         algorithm: Any = PPO
@@ -121,14 +130,8 @@ def train_cell(
         algorithm, arguments = PPOVariant, variant_arguments(cell.variant, arguments)
         if compile:
             arguments["compile"] = True
-    task = dataclasses.replace(task, policy=variant_policy(cell.variant, task.policy))  # PPG's policy has an extra head
+    task = cell_task(cell, protocol)
     return train_and_evaluate(task, arguments, cell.seed, algorithm=algorithm, on_evaluation=on_evaluation)
-
-
-def score(evaluations: list[tuple[int, float]]) -> float:
-    """A run's score: the mean of its last ``LAST_EVALUATIONS`` evaluations."""
-    last = [mean_return for _, mean_return in evaluations[-LAST_EVALUATIONS:]]
-    return sum(last) / len(last)
 
 
 def random_score(env_id: str, episodes: int = 20) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from benchmarks.grid.cells import ENVS, Cell, EnvProtocol, score
+from benchmarks.grid.cells import ENVS, Cell, EnvProtocol, cell_task
 from benchmarks.grid.queue import GridError, cell_of
 
 EARLIER_EVAL_EPISODES = {"LunarLander-v3": 5, "HalfCheetah-v5": 5, "Hopper-v5": 5}
@@ -53,7 +53,9 @@ def migrate(cells: Path, study: optuna.Study) -> int:
             attrs["fail_reason"] = record.get("error", "no evaluation")
         trial = optuna.trial.create_trial(
             state=TrialState.FAIL if failed else TrialState.COMPLETE,
-            value=None if failed else score(sorted(evaluations.items())),
+            value=None
+            if failed
+            else cell_task(cell, EnvProtocol(**protocols[cell.env])).score(sorted(evaluations.items())),
             user_attrs=attrs,
             intermediate_values=evaluations,
         )

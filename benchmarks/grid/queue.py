@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmarks.grid.cells import Cell, EnvProtocol, score, train_cell
+from benchmarks.grid.cells import Cell, EnvProtocol, cell_task, train_cell
 from tuning.errors import TuningError
 from tuning.progress import counts
 from tuning.storage import HEARTBEAT_INTERVAL, open_storage
@@ -197,9 +197,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         trial.report(mean_return, timesteps)
         return True
 
+    protocol = protocol_of(study, cell.env)
     start = time.perf_counter()
     try:
-        evaluations = train_cell(cell, protocol_of(study, cell.env), compile, on_evaluation=report)
+        evaluations = train_cell(cell, protocol, compile, on_evaluation=report)
     except KeyboardInterrupt:
         study.tell(trial, state=TrialState.FAIL)  # no fail_reason: the next command runs it again
         raise
@@ -209,7 +210,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("seconds", time.perf_counter() - start)
-    study.tell(trial, score(evaluations))
+    study.tell(trial, cell_task(cell, protocol).score(evaluations))
 
 
 def _finished_or_earlier(study: optuna.Study, cell: Cell, number: int) -> int | None:
