@@ -266,12 +266,11 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
 
 def ppo_variant_arguments(values: Mapping[str, Any], n_envs: int) -> dict[str, Any]:
     """``PPOVariant`` keyword arguments from one trial's values (see :data:`DEFAULT_PARAMETERS`)."""
-    v = {**_defaults(), **values}
+    v = with_defaults(values)
     n_steps = int(v["n_steps"])
-    buffer = n_steps * n_envs
     arguments: dict[str, Any] = {
         "n_steps": n_steps,
-        "batch_size": max(buffer // int(v["n_minibatches"]), 2),
+        "batch_size": minibatch_size(n_steps, n_envs, int(v["n_minibatches"])),
         "gamma": 1.0 - v["one_minus_gamma"],
         "gae_lambda": 1.0 - v["one_minus_gae_lambda"],
         "learning_rate": v["learning_rate"],
@@ -281,6 +280,16 @@ def ppo_variant_arguments(values: Mapping[str, Any], n_envs: int) -> dict[str, A
         "loss": _loss(v),
     }
     return arguments
+
+
+def minibatch_size(n_steps: int, n_envs: int, n_minibatches: int) -> int:
+    """The minibatch size when a rollout of ``n_steps * n_envs`` samples is cut into ``n_minibatches``."""
+    return max(n_steps * n_envs // n_minibatches, 2)
+
+
+def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial's values, completed with SB3's PPO where a value was neither sampled nor fixed."""
+    return {**_defaults(), **values}
 
 
 def _defaults() -> dict[str, Any]:
