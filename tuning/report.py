@@ -6,7 +6,8 @@ Writes into ``out``:
   and ``python -m tuning retrain --config best.yaml`` load it as it is;
 - ``trials.csv``: every trial (number, state, value, duration, parameters, seed, reasons);
 - ``optimization_history``, ``param_importances``, ``parallel_coordinate`` and
-  ``intermediate_values``, each as ``.png`` (matplotlib) and ``.html`` (plotly, interactive).
+  ``intermediate_values``, each as ``.png`` (matplotlib) and ``.html`` (plotly, interactive),
+  with plotly.js beside them (``plotly.min.js``), so the pages work offline (see :func:`write_html`).
 
 Parameter importances use PED-ANOVA (Watanabe et al. 2023, arXiv:2304.10255), which needs no
 scikit-learn and copes with the conditional loss parameters.
@@ -136,5 +137,13 @@ def _plot(study: optuna.Study, name: str, out: Path) -> dict[str, Path]:
         figure.tight_layout()
         figure.savefig(out / f"{name}.png", dpi=100)
         plt.close(figure)
-        getattr(plotly_plots, f"plot_{name}")(study, **kwargs).write_html(out / f"{name}.html", include_plotlyjs="cdn")
-    return {f"{name}.png": out / f"{name}.png", f"{name}.html": out / f"{name}.html"}
+        html = write_html(getattr(plotly_plots, f"plot_{name}")(study, **kwargs), out / f"{name}.html")
+    return {f"{name}.png": out / f"{name}.png", f"{name}.html": html}
+
+
+def write_html(figure: Any, path: Path) -> Path:
+    """Write a plotly figure as an HTML page that works offline: plotly.js is written once beside
+    it (``plotly.min.js``, shared by the pages of the folder) instead of loaded from a CDN, which
+    leaves the plots blank on a machine without the network."""
+    figure.write_html(path, include_plotlyjs="directory")
+    return path

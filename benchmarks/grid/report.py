@@ -1,7 +1,8 @@
 """The grid's report, read from its study.
 
 - ``OUT/grid.csv``: every evaluation (env, variant, seed, timesteps, mean return, error);
-- ``OUT/curves-<env>.png``: learning curves, mean and 95% confidence interval across seeds;
+- ``OUT/curves-<env>.png`` and ``.html`` (plotly, interactive, working offline): learning
+  curves, mean and 95% confidence interval across seeds;
 - ``OUT/aggregate.png`` and ``OUT/profiles.png``: rliable's interval estimates and performance
   profiles of the normalised final scores;
 - ``OUT/results.md``: per-environment final scores and the aggregate table.
@@ -21,6 +22,7 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,28 +88,53 @@ def _t_interval(values: np.ndarray) -> np.ndarray:
     return stats.t.ppf(0.975, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n)
 
 
+def _curves(
+    runs: list[Run], env_id: str, variants: list[str]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(variant, steps, mean, 95% half-width)`` of each variant with runs on ``env_id``."""
+    for variant in variants:
+        curves = [r.evaluations for r in runs if r.evaluations and (r.cell.env, r.cell.variant) == (env_id, variant)]
+        if curves:
+            length = min(len(curve) for curve in curves)
+            returns = np.array([[v for _, v in curve[:length]] for curve in curves])
+            yield variant, np.array([t for t, _ in curves[0][:length]]), returns.mean(axis=0), _t_interval(returns)
+
+
 def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path) -> list[Path]:
+    """``curves-<env>.png`` and ``curves-<env>.html`` for each environment; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+
+    from tuning.report import write_html
 
     paths = []
     for env_id in envs:
         figure, axis = plt.subplots(figsize=(7, 4.5))
-        for variant in variants:
-            row = (env_id, variant)
-            curves = [r.evaluations for r in runs if r.evaluations and (r.cell.env, r.cell.variant) == row]
-            if not curves:
-                continue
-            length = min(len(curve) for curve in curves)
-            steps = np.array([t for t, _ in curves[0][:length]])
-            returns = np.array([[v for _, v in curve[:length]] for curve in curves])
-            mean, half = returns.mean(axis=0), _t_interval(returns)
+        page = go.Figure()
+        for index, (variant, steps, mean, half) in enumerate(_curves(runs, env_id, variants)):
             style = {"color": "black", "linewidth": 2.2} if variant == SB3 else {"linewidth": 1.0}
             (line,) = axis.plot(steps, mean, label=variant, **style)
             axis.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.1)
-        axis.set_title(f"{env_id}: mean and 95% CI over seeds")
+            band = np.concatenate([mean + half, (mean - half)[::-1]])
+            color = "black" if variant == SB3 else DEFAULT_PLOTLY_COLORS[index % len(DEFAULT_PLOTLY_COLORS)]
+            page.add_scatter(x=steps, y=mean, name=variant, legendgroup=variant, line={"color": color, "width": 1.5})
+            page.add_scatter(
+                x=np.concatenate([steps, steps[::-1]]),
+                y=band,
+                fill="toself",
+                fillcolor=color,
+                opacity=0.15,
+                line_width=0,
+                legendgroup=variant,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        title = f"{env_id}: mean and 95% CI over seeds"
+        axis.set_title(title)
         axis.set_xlabel("environment steps")
         axis.set_ylabel("evaluation return")
         axis.legend(fontsize=6, ncol=3)
@@ -115,7 +142,8 @@ def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path
         path = out / f"curves-{env_id}.png"
         figure.savefig(path, dpi=110)
         plt.close(figure)
-        paths.append(path)
+        page.update_layout(title=title, xaxis_title="environment steps", yaxis_title="evaluation return")
+        paths += [path, write_html(page, out / f"curves-{env_id}.html")]
     return paths
 
 
