@@ -26,6 +26,7 @@ from tuning.__main__ import main
 from tuning.report import write_report
 from tuning.retrain import compare, comparison_table, plot_comparison, reproduce
 from tuning.space import load_space
+from tuning.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -278,3 +279,31 @@ def test_two_commands_share_a_postgresql_study(postgresql_url, tmp_path):
 def test_worker_processes_share_a_postgresql_study(postgresql_url):
     study = tiny_study(postgresql_url, n_trials=6, n_jobs=2, pruner="none", study_name="processes")
     assert len({t.user_attrs["worker"] for t in study.get_trials(states=(TrialState.COMPLETE,))}) == 2
+
+
+def test_a_users_own_environment_is_tuned_as_with_the_zoos_optimize(tmp_path):
+    """--gym-packages registers it (in every worker), --env-kwargs and --eval-env-kwargs reach the training
+    and evaluation environments, the best model is kept, and a journal file works as storage."""
+    storage, models, out = tmp_path / "study.log", tmp_path / "models", tmp_path / "report"
+    command = [sys.executable, "-m", "tuning", "--env", "CountDown-v0", "--gym-packages", "tests.own_envs",
+               "--env-kwargs", "length:5", "--eval-env-kwargs", "length:7", "reward:2.0", "--vec-env", "subproc",
+               "--n-trials", "2", "--n-jobs", "2", "--n-timesteps", "256", "--n-envs", "2", "--n-evaluations", "2",
+               "--n-last-evaluations", "1", "--n-eval-episodes", "2", "--pruner", "none", "--storage", str(storage),
+               "--models-dir", str(models), "--quiet"]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert "no heartbeats" in finished.stderr  # the journal's limit, said
+    study = optuna.load_study(study_name="CountDown-v0", storage=open_storage(str(storage), heartbeat_interval=None))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 2 and all(t.value == 14.0 for t in trials)  # 7 steps of 2.0: the evaluation's kwargs
+    assert study.user_attrs["task"]["env_kwargs"] == {"length": 5}
+    assert study.user_attrs["commands"][0].startswith("python -m tuning run --env CountDown-v0 --gym-packages")
+    assert main(["report", "--storage", str(storage), "--study-name", "CountDown-v0", "--out", str(out)]) == 0
+    model = PPOVariant.load(out / "best_model.zip")
+    assert model.observation_space.shape == (1,) and len(list(models.glob("trial-*.zip"))) == 2
+
+
+def test_env_kwargs_must_be_key_value_pairs(capsys):
+    with pytest.raises(SystemExit):
+        main(["--env", "CartPole-v1", "--env-kwargs", "novalue"])
+    assert "KEY:VALUE" in capsys.readouterr().err

@@ -10,9 +10,12 @@ python -m tuning retrain --study-name CartPole-v1 --trial 7 --reproduce
 from __future__ import annotations
 
 import argparse
+import ast
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -24,6 +27,23 @@ from tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, open_storage, op
 from tuning.workers import interrupt_on_terminate
 
 COMMANDS = ("run", "report", "retrain")
+
+
+class StoreDict(argparse.Action):
+    """``KEY:VALUE ...`` -> a dict, as the Zoo's ``--env-kwargs``; values are Python literals
+    (``200``, ``9.81``, ``True``, ``'text'``, ``[1, 2]``), anything else is kept as a string."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None):
+        result = {}
+        for item in values:
+            key, separator, text = item.partition(":")
+            if not separator or not key:
+                parser.error(f"{option} {item!r} is invalid: accepted values are KEY:VALUE pairs")
+            try:
+                result[key] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                result[key] = text
+        setattr(namespace, self.dest, result)
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     run.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL, help="seconds (default 60)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+    own = run.add_argument_group("your own environment (as the Zoo's -optimize)")
+    own.add_argument("--gym-packages", nargs="+", default=[], help="modules to import so their environments register")
+    own.add_argument("--env-kwargs", nargs="+", default={}, action=StoreDict, metavar="KEY:VALUE",
+                     help="gymnasium.make keyword arguments, e.g. max_episode_steps:200 g:9.81")  # fmt: skip
+    own.add_argument("--eval-env-kwargs", nargs="+", action=StoreDict, metavar="KEY:VALUE",
+                     help="the same for the evaluation environments (default: --env-kwargs)")  # fmt: skip
+    own.add_argument("--device", default="cpu", help="torch device the networks train on (default cpu)")
+    own.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy", help="subproc: a process per env")
+    own.add_argument("--models-dir", type=Path, help="keep each finished trial's model there (trial-<n>.zip)")
 
     report = commands.add_parser("report", help="best configuration (YAML), trials (CSV), plots, summary")
     _study_arguments(report)
@@ -104,6 +133,13 @@ def _run(args: argparse.Namespace) -> None:
         n_eval_episodes=args.n_eval_episodes,
         n_last_evaluations=args.n_last_evaluations,
         n_train_seeds=args.n_train_seeds,
+        gym_packages=tuple(args.gym_packages),
+        env_kwargs=args.env_kwargs,
+        eval_env_kwargs=args.eval_env_kwargs,
+        device=args.device,
+        vec_env=args.vec_env,
+        models_dir=args.models_dir,
+        command=shlex.join(["python", "-m", "tuning", *args.argv]),
     )
     from tuning.report import summary
 
@@ -154,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
+    args.argv = argv  # recorded on the study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_terminate()  # kill or a job scheduler stops a study as Ctrl-C does
     try:

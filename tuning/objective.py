@@ -20,12 +20,15 @@ comparison with SB3's PPO all run it, so retraining a trial with its seed replay
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +37,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
 from sb3_ppo_variants import PPOVariant, TrainingDivergedError
 from sb3_ppo_variants.common.config import to_plain
@@ -44,6 +47,9 @@ from tuning.zoo import ZOO_PPO
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation environments of a run seeded ``seed`` are seeded from ``seed + EVAL_SEED_OFFSET``."""
+
+VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+"""How a run steps its training environments: in its process, or one process each."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,11 @@ class Task:
     :param n_train_seeds: Training runs per trial (seeds ``seed``, ``seed + 1``, ...); the
         trial's value is the mean of their scores.
     :param deterministic_eval: Evaluate the deterministic (mode) action.
+    :param gym_packages: Modules imported before the environment is made, so that their
+        environments register (your own package, as the Zoo's ``--gym-packages``); every worker
+        process imports them too.
+    :param env_kwargs: Keyword arguments of ``gymnasium.make`` for the training environments.
+    :param eval_env_kwargs: The same for the evaluation environments (``None``: ``env_kwargs``).
     """
 
     env_id: str
@@ -75,10 +86,14 @@ class Task:
     n_last_evaluations: int = 3
     n_train_seeds: int = 1
     deterministic_eval: bool = True
+    gym_packages: tuple[str, ...] = ()
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_env_kwargs: dict[str, Any] | None = None
 
     @classmethod
     def for_env(cls, env_id: str, n_timesteps: int, **settings: Any) -> Task:
         """A checked task; ``None`` settings take their default (``n_envs``, ``normalize``: the Zoo's)."""
+        import_gym_packages(tuple(settings.get("gym_packages") or ()))
         _check_env(env_id)
         zoo = ZOO_PPO.get(env_id)
         settings = {k: v for k, v in settings.items() if v is not None}
@@ -109,15 +124,52 @@ class Task:
             )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data (as the study stores it); :meth:`from_dict` reads it, filling later fields' defaults."""
+        return {**asdict(self), "gym_packages": list(self.gym_packages)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
-        return cls(**data)
+        return cls(**{**data, "gym_packages": tuple(data.get("gym_packages", ()))})
+
+    def make_envs(self, seed: int, evaluation: bool = False, vec_env_cls: type[VecEnv] | None = None) -> VecEnv:
+        """The training (or evaluation) environments of a run seeded ``seed``."""
+        import_gym_packages(self.gym_packages)
+        kwargs = self.env_kwargs if not evaluation or self.eval_env_kwargs is None else self.eval_env_kwargs
+        return make_vec_env(
+            _MakeAfterImports(self.env_id, self.gym_packages) if self.gym_packages else self.env_id,
+            n_envs=self.n_eval_envs if evaluation else self.n_envs,
+            seed=seed + EVAL_SEED_OFFSET if evaluation else seed,
+            env_kwargs=kwargs,
+            vec_env_cls=vec_env_cls,
+        )
 
     def score(self, evaluations: list[tuple[int, float]]) -> float:
         """A run's score: the mean of its last ``n_last_evaluations`` evaluations."""
         return float(np.mean([r for _, r in evaluations[-self.n_last_evaluations :]]))
+
+
+@dataclass(frozen=True)
+class _MakeAfterImports:
+    """``gymnasium.make(env_id)`` after importing ``packages``: an environment factory that also
+    works in the processes of a ``SubprocVecEnv``, which have not imported them."""
+
+    env_id: str
+    packages: tuple[str, ...]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        import gymnasium as gym
+
+        import_gym_packages(self.packages)
+        return gym.make(self.env_id, **kwargs)
+
+
+def import_gym_packages(packages: tuple[str, ...]) -> None:
+    """Import the modules that register a task's environments."""
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except ImportError as error:
+            raise TuningError(f"gym package {package!r} cannot be imported: {error}") from error
 
 
 def _check_env(env_id: str) -> None:
@@ -173,22 +225,29 @@ def train_and_evaluate(
     seed: int,
     algorithm: Any = PPOVariant,
     on_evaluation: Callable[[int, float], bool] | None = None,
+    device: str = "cpu",
+    vec_env: str = "dummy",
+    on_trained: Callable[[Any, list[tuple[int, float]]], None] | None = None,
 ) -> list[tuple[int, float]]:
     """Train ``algorithm(task.policy, env, **arguments)`` with ``seed``; return ``[(timesteps, mean return)]``.
 
     ``on_evaluation(timesteps, mean_return)`` is called after each evaluation; returning
     ``False`` stops training (a pruned trial). ``algorithm`` is any SB3 on-policy class.
+    ``device`` is torch's; ``vec_env`` one of :data:`VEC_ENVS`. ``on_trained(model, evaluations)``
+    is called when training ends (to save the model), before the environments close.
     """
     with one_torch_thread():
-        env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed)
-        eval_env = make_vec_env(task.env_id, n_envs=task.n_eval_envs, seed=seed + EVAL_SEED_OFFSET)
+        env = task.make_envs(seed, vec_env_cls=VEC_ENVS[vec_env])
+        eval_env = task.make_envs(seed, evaluation=True)
         if task.normalize:
             env = VecNormalize(env, gamma=arguments.get("gamma", 0.99))
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)  # statistics synced before use
         try:
-            model = algorithm(task.policy, env, seed=seed, device="cpu", verbose=0, **arguments)
+            model = algorithm(task.policy, env, seed=seed, device=device, verbose=0, **arguments)
             evaluations = _Evaluations(task, eval_env, on_evaluation)
             model.learn(task.n_timesteps, callback=evaluations)
+            if on_trained is not None:
+                on_trained(model, evaluations.evaluations)
         finally:
             env.close()
             eval_env.close()
@@ -208,6 +267,12 @@ class Objective:
         ``PPOVariant`` keyword arguments (to extend the space with your own components).
     :param seed: The study seed; trial ``n`` trains with :func:`trial_seed` ``(seed, n)``, and a
         retried trial keeps the seed it was given.
+    :param device: Where the networks train (torch's device; default ``"cpu"``).
+    :param vec_env: How the training environments step: ``"dummy"`` (in the worker) or
+        ``"subproc"`` (a process each, for slow environments).
+    :param models_dir: Save each finished trial's model there (``trial-<number>.zip``, with
+        ``trial-<number>-vecnormalize.pkl`` for a normalised task), recorded in
+        ``user_attrs["model"]``; ``PPOVariant.load`` opens it. ``None``: no models are kept.
     """
 
     def __init__(
@@ -215,8 +280,20 @@ class Objective:
         task: Task,
         space: SearchSpace | Space | Callable[[optuna.Trial, int], dict[str, Any]] | None = None,
         seed: int = 0,
+        device: str = "cpu",
+        vec_env: str = "dummy",
+        models_dir: str | os.PathLike | None = None,
     ) -> None:
-        self.task, self.seed = task, seed
+        if vec_env not in VEC_ENVS:
+            raise TuningError(f"vec_env={vec_env!r} is invalid: accepted values are {', '.join(VEC_ENVS)}")
+        try:
+            th.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise TuningError(
+                f"device={device!r} is invalid: accepted values are torch devices (cpu, cuda, auto)"
+            ) from error
+        self.task, self.seed, self.device, self.vec_env = task, seed, device, vec_env
+        self.models_dir = None if models_dir is None else Path(models_dir)
         self.space = SearchSpace() if space is None else space
         if isinstance(self.space, SearchSpace):
             self.space.check(task.n_envs)
@@ -243,8 +320,12 @@ class Objective:
                 trial.report(mean_return, offset + timesteps)
                 return not trial.should_prune()
 
+            last = k == self.task.n_train_seeds - 1
             try:
-                evaluations = train_and_evaluate(self.task, arguments, seed + k, on_evaluation=report)
+                evaluations = train_and_evaluate(
+                    self.task, arguments, seed + k, on_evaluation=report, device=self.device, vec_env=self.vec_env,
+                    on_trained=functools.partial(self._save, trial) if last and self.models_dir else None,
+                )  # fmt: skip
             except TrainingDivergedError as error:
                 trial.set_user_attr("pruned_reason", f"diverged: {error}")
                 raise optuna.TrialPruned(f"diverged: {error}") from error
@@ -258,3 +339,15 @@ class Objective:
             scores.append(self.task.score(evaluations))
         trial.set_user_attr("seed_scores", scores)
         return float(np.mean(scores))
+
+    def _save(self, trial: optuna.Trial, model: Any, evaluations: list[tuple[int, float]]) -> None:
+        """Keep a finished trial's model (a pruned one stopped early: it is not kept)."""
+        if len(evaluations) < self.task.n_evaluations:
+            return
+        assert self.models_dir is not None
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        path = self.models_dir / f"trial-{trial.number}.zip"
+        model.save(path)
+        if isinstance(model.get_env(), VecNormalize):
+            model.get_env().save(str(self.models_dir / f"trial-{trial.number}-vecnormalize.pkl"))
+        trial.set_user_attr("model", str(path.resolve()))

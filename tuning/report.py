@@ -4,6 +4,8 @@ Writes into ``out``:
 
 - ``best.yaml``: the best trial's configuration; ``PPOVariant.from_config("best.yaml", env)``
   and ``python -m tuning retrain --config best.yaml`` load it as it is;
+- ``best_model.zip``: the best trial's model, when the study ran with ``--models-dir``
+  (``PPOVariant.load`` opens it; ``best_model-vecnormalize.pkl`` beside it for a normalised task);
 - ``trials.csv``: every trial (number, state, value, duration, parameters, seed, reasons);
 - ``optimization_history``, ``param_importances``, ``parallel_coordinate`` and
   ``intermediate_values``, each as ``.png`` (matplotlib) and ``.html`` (plotly, interactive),
@@ -15,6 +17,7 @@ scikit-learn and copes with the conditional loss parameters.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -103,7 +106,14 @@ def write_report(study: optuna.Study, out: str | Path) -> dict[str, Path]:
     """Write the files listed in the module docstring; return them by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"best": save_trial_config(study, best_trial(study), out / "best.yaml")}
+    best = best_trial(study)
+    files = {"best": save_trial_config(study, best, out / "best.yaml")}
+    if "model" in best.user_attrs and Path(best.user_attrs["model"]).exists():  # run with --models-dir
+        model = Path(best.user_attrs["model"])
+        files["best_model"] = Path(shutil.copyfile(model, out / "best_model.zip"))
+        statistics = model.with_name(f"{model.stem}-vecnormalize.pkl")
+        if statistics.exists():
+            files["best_vecnormalize"] = Path(shutil.copyfile(statistics, out / "best_model-vecnormalize.pkl"))
     frame = study.trials_dataframe()
     frame.to_csv(out / "trials.csv", index=False)
     files["trials"] = out / "trials.csv"

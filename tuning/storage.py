@@ -6,7 +6,8 @@ are on for both, so a worker killed mid-trial leaves a FAIL trial that the next 
 with the same parameters and seed. A database that goes away for a while (a restarted server)
 is waited for: every storage call retries connection errors with backoff for up to
 ``RECONNECT_SECONDS``. A SQLite folder that is read-only or nearly full is refused before any
-training. A study remembers its task, so a command that changes it cannot resume it.
+training. A study remembers its task, so a command that changes it cannot resume it, and the
+command lines that ran it (``user_attrs["commands"]``). A ``.log`` path is a journal file.
 """
 
 from __future__ import annotations
@@ -83,7 +84,13 @@ for _name in dir(optuna.storages.RDBStorage):
 
 
 def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) -> optuna.storages.BaseStorage:
-    """A database storage with heartbeats and retries; a clear ``TuningError`` if it cannot be opened."""
+    """A database storage with heartbeats and retries; a clear ``TuningError`` if it cannot be opened.
+
+    A path ending in ``.log`` is a journal file instead (as the Zoo's ``--storage x.log``), for
+    file systems where SQLite's locking fails (NFS); it has no heartbeats (see :data:`JOURNAL_WARNING`).
+    """
+    if url.endswith(".log"):
+        return _journal_storage(Path(url), heartbeat_interval)
     import sqlalchemy
 
     try:
@@ -126,6 +133,23 @@ def open_storage(url: str, heartbeat_interval: int | None = HEARTBEAT_INTERVAL) 
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise TuningError(f"cannot open storage {shown}: {reason}") from error
+
+
+JOURNAL_WARNING = (
+    "a journal-file storage has no heartbeats: the trial of a worker that is killed stays RUNNING "
+    "and is not retried (a database storage retries it)"
+)
+
+
+def _journal_storage(path: Path, heartbeat_interval: int | None) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    _check_folder(path.resolve(), str(path))
+    if heartbeat_interval:
+        warnings.warn(JOURNAL_WARNING, stacklevel=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def _lost_creation_race(error: Exception) -> bool:
@@ -206,6 +230,7 @@ def open_study(
     stored = study.user_attrs.get("task")
     if stored is None:
         raise TuningError(f"study {study_name!r} was not made by python -m tuning (it has no task); use another name")
+    stored = Task.from_dict(stored).as_dict()  # a study made before a field existed has its default
     if task is not None and stored != task.as_dict():
         differences = ", ".join(
             f"{k}={stored.get(k)!r} there, {v!r} here" for k, v in task.as_dict().items() if stored.get(k) != v

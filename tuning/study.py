@@ -8,6 +8,7 @@ happens before any training. The pieces: ``storage.py`` (where the study lives),
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,10 @@ def run_study(
     timeout: float | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     progress: bool = True,
+    device: str = "cpu",
+    vec_env: str = "dummy",
+    models_dir: str | os.PathLike | None = None,
+    command: str | None = None,
     **task_settings: Any,
 ) -> optuna.Study:
     """Tune ``PPOVariant`` on ``env_id``; create the study or resume it; return it.
@@ -56,6 +61,9 @@ def run_study(
     :param n_jobs: Worker processes, one torch thread each. ``1`` runs in this process.
     :param timeout: Seconds after which no new trial starts.
     :param heartbeat_interval: Seconds; ``None`` turns heartbeats (and retries of lost trials) off.
+    :param device, vec_env, models_dir: How trials run and what they keep (see
+        :class:`~tuning.objective.Objective`).
+    :param command: The command line that runs the study, appended to ``user_attrs["commands"]``.
     :param task_settings: :class:`~tuning.objective.Task` fields (``n_envs``, ``n_evaluations``,
         ``n_eval_episodes``, ``n_last_evaluations``, ``n_train_seeds``, ...).
     """
@@ -63,7 +71,7 @@ def run_study(
         if not isinstance(value, int) or value < 1:
             raise TuningError(f"{name}={value!r} is invalid: accepted values are integers >= 1")
     task = Task.for_env(env_id, n_timesteps, **task_settings)
-    objective = Objective(task, space, seed)
+    objective = Objective(task, space, seed, device=device, vec_env=vec_env, models_dir=models_dir)
     settings = _Workers(
         storage_url=storage or DEFAULT_STORAGE,
         study_name=study_name or env_id,
@@ -83,6 +91,8 @@ def run_study(
         make_sampler(sampler, seed, n_startup_trials),
         make_pruner(pruner, task, pruner_startup_trials),
     )
+    if command is not None:
+        study.set_user_attr("commands", [*study.user_attrs.get("commands", []), command])
     progress_bar = Progress(study, n_trials, enabled=progress)
     try:
         if n_jobs == 1:
