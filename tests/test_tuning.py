@@ -21,7 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, LossComponent, LossTerm, ValueLoss
-from tuning import Task, TuningError, run_study
+from tuning import Objective, Task, TuningError, run_study
 from tuning.__main__ import main
 from tuning.report import write_report
 from tuning.retrain import compare, comparison_table, plot_comparison, reproduce
@@ -307,3 +307,10 @@ def test_env_kwargs_must_be_key_value_pairs(capsys):
     with pytest.raises(SystemExit):
         main(["--env", "CartPole-v1", "--env-kwargs", "novalue"])
     assert "KEY:VALUE" in capsys.readouterr().err
+
+
+def test_a_device_is_read_as_sb3_reads_it():
+    task = Task.for_env("CartPole-v1", 1_000)
+    assert Objective(task, device="auto").device == "auto"
+    with pytest.raises(TuningError, match="device='gpu0' is invalid"):
+        Objective(task, device="gpu0")

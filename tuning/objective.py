@@ -37,6 +37,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
 from sb3_ppo_variants import PPOVariant, TrainingDivergedError
@@ -287,7 +288,7 @@ class Objective:
         if vec_env not in VEC_ENVS:
             raise TuningError(f"vec_env={vec_env!r} is invalid: accepted values are {', '.join(VEC_ENVS)}")
         try:
-            th.device(device)
+            get_device(device)  # SB3's reading, "auto" included
         except (RuntimeError, TypeError) as error:
             raise TuningError(
                 f"device={device!r} is invalid: accepted values are torch devices (cpu, cuda, auto)"
