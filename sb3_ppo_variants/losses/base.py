@@ -181,6 +181,11 @@ def field_values(component: LossComponent) -> dict[str, Any]:
     return {field.name: getattr(component, field.name) for field in dataclasses.fields(component)}  # type: ignore[arg-type]
 
 
+def linked_values(components: Iterable[LossComponent]) -> dict[str, Any]:
+    """The algorithm attributes the components mirror (``LossComponent.linked``) and their values."""
+    return {attribute: getattr(c, field) for c in components for field, attribute in c.linked.items()}
+
+
 def registered_components() -> dict[str, type[LossComponent]]:
     """Component names and classes, built in and user-defined."""
     return dict(_REGISTRY)

@@ -25,7 +25,14 @@ from sb3_ppo_variants.common.config import load_config
 from sb3_ppo_variants.common.errors import HyperparameterError, ModelFileError
 from sb3_ppo_variants.common.hooks import TrainingHook
 from sb3_ppo_variants.common.validation import value_at
-from sb3_ppo_variants.losses.base import LossComponent, LossSpec, Minibatch, build_loss, registered_components
+from sb3_ppo_variants.losses.base import (
+    LossComponent,
+    LossSpec,
+    Minibatch,
+    build_loss,
+    linked_values,
+    registered_components,
+)
 from sb3_ppo_variants.losses.vtrace import VTraceAdvantages
 from sb3_ppo_variants.training.advantages import PrepareAdvantages
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS, default_loss
@@ -76,7 +83,7 @@ class LossComponentsMixin(TrainingLoop):
     def loss(self, specs: Iterable[LossSpec]) -> None:
         components = build_loss(specs)
         self._check_loss(components)
-        linked = {attr: getattr(c, field) for c in components for field, attr in c.linked.items()}
+        linked = linked_values(components)
         set_up = getattr(self, "policy", None) is not None
         for attr, default in LINKED_DEFAULTS.items():
             value = linked.get(attr, default)

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from sb3_ppo_variants.common.config import to_plain
+from sb3_ppo_variants.losses.base import linked_values
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
 from tuning.space import SearchSpace, ppo_variant_arguments, with_defaults
 
@@ -25,7 +26,7 @@ def trial_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
     values = with_defaults(values)
     arguments = ppo_variant_arguments(values, n_envs=1)
     del arguments["batch_size"]  # from n_minibatches, once the number of environments is known
-    linked = {attr: getattr(c, name) for c in arguments["loss"] for name, attr in c.linked.items()}
+    linked = linked_values(arguments["loss"])
     return {
         **to_plain(arguments),
         **{
