@@ -221,3 +221,13 @@ def test_workers_take_cells_in_the_order_asked_and_a_retried_cell_keeps_its_plac
     run_cells(settings)
     started = sorted(trials(storage), key=lambda trial: trial.datetime_start)
     assert [cell_of(trial) for trial in started] == cells
+
+
+def test_a_command_trains_its_own_selection_and_leaves_other_waiting_cells_waiting(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = _tiny_grid(storage, "grid", seeds=(0, 1))  # four cells wait, left by an earlier command
+    selection = frozenset({Cell("CartPole-v1", "spo", 1)})
+    run_cells(settings, selection)
+    assert set(finished_cells(storage)) == selection
+    waiting = {cell_of(t) for t in trials(storage) if t.state == TrialState.WAITING}
+    assert waiting == CELLS - selection

@@ -141,15 +141,16 @@ def run(study: optuna.Study, settings: GridSettings, cells: list[Cell], jobs: in
         f"{jobs} processes",
         flush=True,
     )
-    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+    chosen = set(cells)  # the workers train these only, whatever else other commands left waiting
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    if not any(cell_of(trial) in chosen for trial in unfinished):
         return
-    chosen = set(cells)
     progress = Progress(study, len(cells), line=cell_line, selected=lambda t: cell_of(t) in chosen, unit="cell")
     try:
         if jobs == 1:
-            run_cells(settings, after_cell=progress.update)
+            run_cells(settings, frozenset(chosen), after_cell=progress.update)
         else:
-            run_processes(partial(work, settings), jobs, progress, "grid-worker")
+            run_processes(partial(work, settings, cells=frozenset(chosen)), jobs, progress, "grid-worker")
     except KeyboardInterrupt:
         progress.close()
         print("interrupted: finished cells are kept; run the same command to resume")

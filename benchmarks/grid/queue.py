@@ -134,15 +134,23 @@ def enqueue(study: optuna.Study, cells: Iterable[Cell], retry_failed: bool = Fal
     return len(todo), sum(cell in finished for cell in cells)
 
 
-def run_cells(settings: GridSettings, after_cell: Callable[[], None] | None = None) -> None:
-    """Claim and train cells until none waits and none runs (a lost worker's cell comes back)."""
+def run_cells(
+    settings: GridSettings,
+    cells: frozenset[Cell] | None = None,
+    after_cell: Callable[[], None] | None = None,
+) -> None:
+    """Claim and train cells until none waits and none runs (a lost worker's cell comes back).
+
+    ``cells``: only these (a command's selection); ``None``: every cell the study has waiting.
+    """
     storage = open_storage(settings.storage_url, settings.heartbeat_interval)  # this worker's connections
     study = optuna.load_study(study_name=settings.study_name, storage=storage)
     while True:
         _fail_stale(study)
-        claimed = _claim(study, storage)
+        claimed = _claim(study, storage, cells)
         if claimed is None:
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+            unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+            if not any(cells is None or cell_of(trial) in cells for trial in unfinished):
                 return
             time.sleep(POLL_SECONDS)
             continue
@@ -153,7 +161,7 @@ def run_cells(settings: GridSettings, after_cell: Callable[[], None] | None = No
             after_cell()
 
 
-def work(settings: GridSettings, index: int) -> None:
+def work(settings: GridSettings, index: int, cells: frozenset[Cell] | None = None) -> None:
     """A worker process: one torch thread, its own connection; Ctrl-C marks its cell for a retry."""
     import torch as th
 
@@ -161,18 +169,22 @@ def work(settings: GridSettings, index: int) -> None:
     th.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        run_cells(settings)
+        run_cells(settings, cells)
     except KeyboardInterrupt:
         pass
 
 
-def _claim(study: optuna.Study, storage: optuna.storages.BaseStorage) -> tuple[optuna.Trial, int] | None:
-    """The first waiting cell this worker wins (the storage moves a trial out of WAITING once)."""
+def _claim(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, cells: frozenset[Cell] | None
+) -> tuple[optuna.Trial, int] | None:
+    """The first waiting cell (of ``cells``, if given) this worker wins (the storage moves a
+    trial out of WAITING once)."""
     study_id = storage.get_study_id_from_name(study.study_name)
     queue = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     # In the order the cells were asked for: a retry (a new trial, numbered last) keeps its place.
     for waiting in sorted(queue, key=lambda trial: (trial.user_attrs.get("order", float("inf")), trial.number)):
-        if cell_of(waiting) is None:
+        cell = cell_of(waiting)
+        if cell is None or (cells is not None and cell not in cells):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
         if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
