@@ -1,6 +1,11 @@
 """PPO variants for Stable-Baselines3: SB3's PPO with a loss made of pluggable components."""
 
-from sb3_ppo_variants.common.errors import HyperparameterError, ModelFileError, TrainingDivergedError
+from sb3_ppo_variants.common.errors import (
+    HyperparameterError,
+    ModelFileError,
+    RolloutDivergedError,
+    TrainingDivergedError,
+)
 from sb3_ppo_variants.ppo_mask import MaskablePPOVariant
 from sb3_ppo_variants.ppo_recurrent import RecurrentPPOVariant
 from sb3_ppo_variants.ppo_variant import CnnPolicy, MlpPolicy, MultiInputPolicy, PPOVariant
@@ -16,6 +21,7 @@ __all__ = [
     "MultiInputPolicy",
     "PPOVariant",
     "RecurrentPPOVariant",
+    "RolloutDivergedError",
     "TrainingDivergedError",
     "__version__",
 ]

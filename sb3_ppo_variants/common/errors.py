@@ -15,5 +15,13 @@ class TrainingDivergedError(FloatingPointError):
     so the policy keeps the last finite weights."""
 
 
+class RolloutDivergedError(TrainingDivergedError, ValueError):
+    """The policy's action parameters became non-finite while collecting a rollout (NaN or inf
+    observations, or parameters a callback changed); raised before the step is acted on.
+
+    It is a ``ValueError`` too: that is what SB3 raises there (from torch's argument checks).
+    """
+
+
 class ModelFileError(ValueError):
     """A saved model that this version cannot load, and why (a newer format, a broken loss entry)."""
