@@ -2,7 +2,8 @@
 
 Each run is its own subprocess (so peak resident memory is per run) with one torch thread;
 runs alternate SB3, ours, SB3, ours, ... and the table shows medians over repetitions.
-``first train() s`` is the first call alone: with ``compile=True`` it includes compiling.
+``rest s`` is learn() less train(): the rollouts, mostly. ``first train() s`` is the first call
+alone: with ``compile=True`` it includes compiling.
 
     python benchmarks/speed.py                  # every case, 5 repetitions
     python benchmarks/speed.py --case cartpole-default --repeats 3 --timesteps 8192
@@ -24,18 +25,18 @@ from typing import Any
 
 # SB3's defaults with an adaptive exact-KL penalty added (ours only; SB3 runs its plain loss).
 KL_PENALTY_LOSS = ["clipped_surrogate", "entropy", "value", {"name": "kl_penalty", "target": 0.01}]
-# The fast path (compile=True, ours only) on SB3's defaults, compile time included, 100k steps.
+# The fast path (compile=True, ours only) on SB3's defaults, compile time included, 200k steps.
 CARTPOLE_COMPILE = {
     "env": "CartPole-v1",
     "n_envs": 8,
-    "timesteps": 100_000,
+    "timesteps": 200_000,
     "kwargs": {},
     "ours_kwargs": {"compile": True},
 }
 
 CASES: dict[str, dict[str, Any]] = {
-    # SB3's defaults, 8 environments.
-    "cartpole-default": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "kwargs": {}},
+    # SB3's defaults, 8 environments, as a new user runs them.
+    "cartpole-default": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 200_000, "kwargs": {}},
     "cartpole-compile": CARTPOLE_COMPILE,
     # The RL Baselines3 Zoo's tuned hyperparameters for CartPole-v1.
     "cartpole-zoo": {"env": "CartPole-v1", "n_envs": 8, "timesteps": 40_960, "zoo": True, "kwargs": {}},
@@ -50,6 +51,15 @@ CASES: dict[str, dict[str, Any]] = {
     "cartpole-kl-penalty-compile": {**CARTPOLE_COMPILE, "loss": KL_PENALTY_LOSS},
     # The Zoo's tuned hyperparameters: 256x256 ReLU networks, one environment, VecNormalize.
     "halfcheetah-zoo": {"env": "HalfCheetah-v5", "n_envs": 1, "timesteps": 10_240, "zoo": True, "kwargs": {}},
+    # The same on the fast path: its peak memory beside SB3's, with and without the compiler's import.
+    "halfcheetah-zoo-compile": {
+        "env": "HalfCheetah-v5",
+        "n_envs": 1,
+        "timesteps": 10_240,
+        "zoo": True,
+        "kwargs": {},
+        "ours_kwargs": {"compile": True},
+    },
     # sb3-contrib's MaskablePPO against MaskablePPOVariant, its defaults, an env with invalid actions.
     "masked-default": {
         "env": "invalid-actions",
@@ -135,6 +145,23 @@ def run_once(algorithm: str, case: dict[str, Any], timesteps: int) -> dict[str, 
     }
 
 
+def compiler_import_mib() -> float:
+    """Resident memory that importing torch's compiler adds to a process that has SB3 and ours."""
+    import stable_baselines3  # noqa: F401
+
+    import sb3_ppo_variants  # noqa: F401
+
+    def rss_mib() -> float:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+    before = rss_mib()
+    import torch._dynamo
+    import torch._inductor.compile_fx  # noqa: F401
+
+    return rss_mib() - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="PPOVariant vs SB3 PPO: wall time and memory")
     parser.add_argument("--case", choices=list(CASES), action="append", help="default: every case")
@@ -145,16 +172,21 @@ def main() -> None:
     )
     parser.add_argument("--single", nargs=2, metavar=("ALGORITHM", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.single == ["import", "compiler"]:
+        print(json.dumps({"compiler_import_mib": compiler_import_mib()}))
+        return
     if args.single:
         algorithm, name = args.single
         print(json.dumps(run_once(algorithm, CASES[name], args.timesteps or CASES[name]["timesteps"])))
         return
 
     print(
-        "| case | algorithm | learn() s | train() s | steps/s | peak RSS MiB | train() ours/SB3 | learn() ours/SB3 "
-        "| first train() s |"
+        "| case | algorithm | learn() s | train() s | rest s | steps/s | peak RSS MiB | train() ours/SB3 "
+        "| learn() ours/SB3 | first train() s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    compiled_cases = [name for name in args.case or list(CASES) if CASES[name].get("ours_kwargs", {}).get("compile")]
+    peaks: dict[str, float] = {}
     for name in args.case or list(CASES):
         results: dict[str, list[dict[str, float]]] = {"sb3": [], "ours": []}
         for _ in range(args.repeats):
@@ -172,6 +204,7 @@ def main() -> None:
             algorithm: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             for algorithm, runs in results.items()
         }
+        peaks[name] = medians["ours"]["peak_rss_mib"]
         for algorithm in ("sb3", "ours"):
             m = medians[algorithm]
             ratios = ""
@@ -183,10 +216,20 @@ def main() -> None:
                 ratios = " | |"
             label = "SB3 PPO" if algorithm == "sb3" else "PPOVariant"
             print(
-                f"| {name} | {label} | {m['learn_s']:.2f} | {m['train_s']:.2f} | {m['steps_per_s']:.0f} "
+                f"| {name} | {label} | {m['learn_s']:.2f} | {m['train_s']:.2f} | {m['learn_s'] - m['train_s']:.2f} "
+                f"| {m['steps_per_s']:.0f} "
                 f"| {m['peak_rss_mib']:.0f} |{ratios} {m['first_train_s']:.2f} |",
                 flush=True,
             )
+
+    if compiled_cases:
+        command = [sys.executable, __file__, "--single", "import", "compiler"]
+        run = subprocess.run(command, check=True, capture_output=True, text=True)
+        imported = json.loads(run.stdout.strip().splitlines()[-1])["compiler_import_mib"]
+        print(
+            f"\nImporting torch's compiler adds {imported:.0f} MiB of resident memory; the compile=True rows' "
+            f"peak without it: {', '.join(f'{name} {peaks[name] - imported:.0f} MiB' for name in compiled_cases)}."
+        )
 
 
 if __name__ == "__main__":

@@ -35,3 +35,39 @@ def test_the_cell_cost_benchmark_extrapolates_a_measured_run_to_the_tables_budge
     (row,) = [line for line in output.splitlines() if line.startswith("| CartPole-v1 |")]
     measured, cell = row.split("|")[2].strip(), row.split("|")[5].strip()
     assert measured == "500" and len(cell.split(" / ")) == 2
+
+
+def test_the_speed_benchmark_reports_the_compilers_import_beside_the_compiled_rows():
+    command = [sys.executable, str(SPEED), "--case", "cartpole-compile", "--repeats", "1", "--timesteps", "256"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    assert "Importing torch's compiler adds" in output and "cartpole-compile" in output.splitlines()[-1]
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def tuning_vs_zoo(tmp_path: Path, *studies: str) -> list[str]:
+    command = [sys.executable, "-m", "benchmarks.tuning_vs_zoo", "--envs", "CartPole-v1", "--studies", *studies]
+    command += ["--n-trials", "1", "--n-timesteps", "512", "--n-evaluations", "1", "--n-startup-trials", "1"]
+    command += ["--seeds", "2", "--out", str(tmp_path)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| CartPole-v1")]
+
+
+def test_the_tuning_throughput_benchmark_runs_a_study_and_retrains_its_best(tmp_path):
+    (row,) = tuning_vs_zoo(tmp_path, "ours")
+    assert row.split("|")[2].strip() == "ours" and row.split("|")[-2].strip().endswith("(2)")  # 2 seeds retrained
+
+
+@pytest.mark.slow  # the Zoo's first random trial (seed 0) is 8,192 steps at batch size 4: minutes
+def test_the_tuning_throughput_benchmark_runs_the_zoos_study_beside_ours(tmp_path):
+    rows = tuning_vs_zoo(tmp_path, "zoo", "ours")
+    assert [row.split("|")[2].strip() for row in rows] == ["zoo", "ours"]
+    assert all(row.split("|")[-2].strip().endswith("(2)") for row in rows)
+
+
+def test_the_round_trip_benchmark_counts_the_statements_of_a_study():
+    command = [sys.executable, "-m", "benchmarks.storage_round_trips", "--n-trials", "1", "--n-timesteps", "256"]
+    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    statements = int(output.split("statements per trial: ")[1].split()[0])
+    assert statements > 10  # a trial is created, reports each evaluation and finishes

@@ -314,3 +314,14 @@ def test_a_device_is_read_as_sb3_reads_it():
     assert Objective(task, device="auto").device == "auto"
     with pytest.raises(TuningError, match="device='gpu0' is invalid"):
         Objective(task, device="gpu0")
+
+
+def test_compile_trains_every_trial_on_the_fast_path(tmp_path):
+    storage, models = sqlite(tmp_path), tmp_path / "models"
+    settings = ["--n-timesteps", "1000", "--n-evaluations", "2", "--n-last-evaluations", "1", "--n-eval-episodes", "1"]
+    command = ["--env", "CartPole-v1", "--storage", storage, "--n-trials", "1", "--quiet", "--compile"]
+    assert main([*command, *settings, "--models-dir", str(models), "--pruner", "none"]) == 0
+    (trial,) = optuna.load_study(study_name="CartPole-v1", storage=storage).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert PPOVariant.load(models / "trial-0.zip").compile is True
+    assert "--compile" in optuna.load_study(study_name="CartPole-v1", storage=storage).user_attrs["commands"][0]

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     run.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL, help="seconds (default 60)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+    run.add_argument(
+        "--compile", action="store_true", help="train on PPOVariant's fast path (compile=True; needs a C++ compiler)"
+    )
     own = run.add_argument_group("your own environment (as the Zoo's -optimize)")
     own.add_argument("--gym-packages", nargs="+", default=[], help="modules to import so their environments register")
     own.add_argument("--env-kwargs", nargs="+", default={}, action=StoreDict, metavar="KEY:VALUE",
@@ -139,6 +142,7 @@ def _run(args: argparse.Namespace) -> None:
         device=args.device,
         vec_env=args.vec_env,
         models_dir=args.models_dir,
+        compile=args.compile,
         command=shlex.join(["python", "-m", "tuning", *args.argv]),
     )
     from tuning.report import summary

@@ -229,6 +229,7 @@ def train_and_evaluate(
     device: str = "cpu",
     vec_env: str = "dummy",
     on_trained: Callable[[Any, list[tuple[int, float]]], None] | None = None,
+    compile: bool = False,
 ) -> list[tuple[int, float]]:
     """Train ``algorithm(task.policy, env, **arguments)`` with ``seed``; return ``[(timesteps, mean return)]``.
 
@@ -236,6 +237,7 @@ def train_and_evaluate(
     ``False`` stops training (a pruned trial). ``algorithm`` is any SB3 on-policy class.
     ``device`` is torch's; ``vec_env`` one of :data:`VEC_ENVS`. ``on_trained(model, evaluations)``
     is called when training ends (to save the model), before the environments close.
+    ``compile``: train on ``PPOVariant``'s fast path (``compile=True``).
     """
     with one_torch_thread():
         env = task.make_envs(seed, vec_env_cls=VEC_ENVS[vec_env])
@@ -244,7 +246,8 @@ def train_and_evaluate(
             env = VecNormalize(env, gamma=arguments.get("gamma", 0.99))
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)  # statistics synced before use
         try:
-            model = algorithm(task.policy, env, seed=seed, device=device, verbose=0, **arguments)
+            fast_path = {"compile": True} if compile else {}  # only PPOVariant takes it (a baseline is SB3's PPO)
+            model = algorithm(task.policy, env, seed=seed, device=device, verbose=0, **arguments, **fast_path)
             evaluations = _Evaluations(task, eval_env, on_evaluation)
             model.learn(task.n_timesteps, callback=evaluations)
             if on_trained is not None:
@@ -274,6 +277,9 @@ class Objective:
     :param models_dir: Save each finished trial's model there (``trial-<number>.zip``, with
         ``trial-<number>-vecnormalize.pkl`` for a normalised task), recorded in
         ``user_attrs["model"]``; ``PPOVariant.load`` opens it. ``None``: no models are kept.
+    :param compile: Train every trial on ``PPOVariant``'s fast path (``compile=True``): learning
+        statistically the same, not bit-identical; torch's compile cache makes every trial after
+        the first on a machine compile from the cache.
     """
 
     def __init__(
@@ -284,6 +290,7 @@ class Objective:
         device: str = "cpu",
         vec_env: str = "dummy",
         models_dir: str | os.PathLike | None = None,
+        compile: bool = False,
     ) -> None:
         if vec_env not in VEC_ENVS:
             raise TuningError(f"vec_env={vec_env!r} is invalid: accepted values are {', '.join(VEC_ENVS)}")
@@ -293,7 +300,7 @@ class Objective:
             raise TuningError(
                 f"device={device!r} is invalid: accepted values are torch devices (cpu, cuda, auto)"
             ) from error
-        self.task, self.seed, self.device, self.vec_env = task, seed, device, vec_env
+        self.task, self.seed, self.device, self.vec_env, self.compile = task, seed, device, vec_env, compile
         self.models_dir = None if models_dir is None else Path(models_dir)
         self.space = SearchSpace() if space is None else space
         if isinstance(self.space, SearchSpace):
@@ -326,6 +333,7 @@ class Objective:
                 evaluations = train_and_evaluate(
                     self.task, arguments, seed + k, on_evaluation=report, device=self.device, vec_env=self.vec_env,
                     on_trained=functools.partial(self._save, trial) if last and self.models_dir else None,
+                    compile=self.compile,
                 )  # fmt: skip
             except TrainingDivergedError as error:
                 trial.set_user_attr("pruned_reason", f"diverged: {error}")

@@ -44,6 +44,7 @@ def run_study(
     device: str = "cpu",
     vec_env: str = "dummy",
     models_dir: str | os.PathLike | None = None,
+    compile: bool = False,
     command: str | None = None,
     **task_settings: Any,
 ) -> optuna.Study:
@@ -61,7 +62,7 @@ def run_study(
     :param n_jobs: Worker processes, one torch thread each. ``1`` runs in this process.
     :param timeout: Seconds after which no new trial starts.
     :param heartbeat_interval: Seconds; ``None`` turns heartbeats (and retries of lost trials) off.
-    :param device, vec_env, models_dir: How trials run and what they keep (see
+    :param device, vec_env, models_dir, compile: How trials run and what they keep (see
         :class:`~tuning.objective.Objective`).
     :param command: The command line that runs the study, appended to ``user_attrs["commands"]``.
     :param task_settings: :class:`~tuning.objective.Task` fields (``n_envs``, ``n_evaluations``,
@@ -71,7 +72,7 @@ def run_study(
         if not isinstance(value, int) or value < 1:
             raise TuningError(f"{name}={value!r} is invalid: accepted values are integers >= 1")
     task = Task.for_env(env_id, n_timesteps, **task_settings)
-    objective = Objective(task, space, seed, device=device, vec_env=vec_env, models_dir=models_dir)
+    objective = Objective(task, space, seed, device=device, vec_env=vec_env, models_dir=models_dir, compile=compile)
     settings = _Workers(
         storage_url=storage or DEFAULT_STORAGE,
         study_name=study_name or env_id,
