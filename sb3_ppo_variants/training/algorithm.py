@@ -37,9 +37,9 @@ from sb3_ppo_variants.losses.vtrace import VTraceAdvantages
 from sb3_ppo_variants.training.advantages import PrepareAdvantages
 from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS, default_loss
 from sb3_ppo_variants.training.collect import collect_rollouts
-from sb3_ppo_variants.training.compiled import CompiledScorer, check_compile_toolchain, compile_heads, compile_options
+from sb3_ppo_variants.training.compiled import CompiledScorer, check_compile_toolchain, compile_options
 from sb3_ppo_variants.training.distributions import constant_action_dims, current_distribution, torch_distribution
-from sb3_ppo_variants.training.inference import Heads, rollout_forward, supports_rollout_forward
+from sb3_ppo_variants.training.inference import rollout_forward, supports_rollout_forward
 from sb3_ppo_variants.training.loop import TrainingLoop
 from sb3_ppo_variants.training.optimizer_step import OptimizerStep
 from sb3_ppo_variants.training.rollout import values_in_return_units
@@ -72,7 +72,6 @@ class LossComponentsMixin(TrainingLoop):
     vf_learning_rate: float | Schedule | None = None
     compile: bool | dict[str, Any] = False
     _compiled: CompiledScorer | None = None
-    _compiled_heads: Heads | None = None
 
     # --- the loss -----------------------------------------------------------------------
 
@@ -150,7 +149,6 @@ class LossComponentsMixin(TrainingLoop):
         self._check_loss(self._loss)
         self._old_policy: BasePolicy | None = None
         self._compiled = None
-        self._compiled_heads = None
         self._bind_linked_hyperparameters()
         if self.vf_learning_rate is not None:
             self._split_value_parameters()
@@ -219,7 +217,7 @@ class LossComponentsMixin(TrainingLoop):
     # --- saving and loading ---------------------------------------------------------------
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_loss", "_old_policy", "_compiled", "_compiled_heads"]  # type: ignore[misc]
+        return [*super()._excluded_save_params(), "_loss", "_old_policy", "_compiled"]  # type: ignore[misc]
 
     def save(
         self,
@@ -328,22 +326,13 @@ class LossComponentsMixin(TrainingLoop):
     ) -> bool:
         """SB3's rollout, with value predictions in return units (see ``TrainingHook``), and the
         policy's forward in fewer operations where :mod:`~sb3_ppo_variants.training.inference`
-        reproduces it (under ``compile=True``, its networks compiled)."""
+        reproduces it. It stays eager under ``compile=True``: compiled, the networks of a rollout
+        step took as long as eager ones (``benchmarks/rollout_profile.py``)."""
         with values_in_return_units(self.policy, self.value_transform):
             if not supports_rollout_forward(self.policy):
                 return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps, *arguments)  # type: ignore[misc]
-            forward = rollout_forward(self.policy, self._rollout_heads())  # type: ignore[arg-type]
+            forward = rollout_forward(self.policy)  # type: ignore[arg-type]
             return collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps, forward, *arguments)
-
-    def _rollout_heads(self) -> Heads | None:
-        """The policy's networks for the rollout: compiled under ``compile=True``, built once
-        (``None``: eager). With a value transform the value head carries a forward hook only
-        while collecting, which a compiled graph would bake in; those rollouts stay eager."""
-        if not self.compile or self.value_transform is not None:
-            return None
-        if self._compiled_heads is None:
-            self._compiled_heads = compile_heads(self.policy, compile_options(self.compile))  # type: ignore[arg-type]
-        return self._compiled_heads
 
     def _training_hooks(self) -> list[TrainingHook]:
         """The loop's own hooks, then the components (each is a hook too)."""

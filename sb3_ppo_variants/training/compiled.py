@@ -11,8 +11,6 @@
   observation) and no component that stops early (the minibatch would have to leave the graph);
 - **backward**: the score alone, and autograd's ``backward()`` follows.
 
-The rollout's networks compile too (:func:`compile_heads`).
-
 If the one graph ever fails to compile (dynamo's recompile limit, when something dynamo bakes in
 changes every call), scoring moves to ``backward`` for good, with a warning; dynamo fails while
 tracing, before anything runs, so nothing is lost.
@@ -40,7 +38,6 @@ from sb3_ppo_variants.training.distributions import (
     distribution_state,
     restore_distribution_state,
 )
-from sb3_ppo_variants.training.inference import Heads, policy_heads
 from sb3_ppo_variants.training.optimizer_step import FlatAdam, OptimizerStep
 from sb3_ppo_variants.training.scoring import MinibatchScorer, ScoredMinibatch
 
@@ -230,13 +227,6 @@ def _varies(value: Any) -> bool:
     """Whether a field's declared value is a schedule whose value changes over training."""
     constant = isinstance(value, FloatSchedule) and isinstance(value.value_schedule, ConstantSchedule)
     return callable(value) and not constant and not isinstance(value, ConstantSchedule)
-
-
-def compile_heads(policy: BasePolicy, options: dict[str, Any]) -> Heads:
-    """The rollout's networks (:func:`~sb3_ppo_variants.training.inference.policy_heads`: features,
-    latents, action and value heads) as one compiled graph; sampling stays eager, so the rollout
-    draws from torch's generator as the eager rollout does."""
-    return _compile_fresh(policy_heads(policy), options)  # type: ignore[arg-type]
 
 
 def _compile_fresh(function: Callable[..., Any], options: dict[str, Any]) -> Callable[..., Any]:

@@ -34,7 +34,7 @@ RolloutForward = Callable[[th.Tensor, "np.ndarray | None"], tuple[th.Tensor, th.
 """``(obs_tensor, action_masks) -> (actions, values, log_probs)``, as ``policy(obs_tensor)`` returns them."""
 
 Heads = Callable[[th.Tensor], tuple[th.Tensor, th.Tensor]]
-"""``obs_tensor -> (action parameters, values)``: the networks, no sampling (what may be compiled)."""
+"""``obs_tensor -> (action parameters, values)``: the networks, no sampling."""
 
 # SB3's forward and the distribution head it calls; a subclass that overrides either keeps its own.
 _STANDARD_FORWARD = {
@@ -77,7 +77,8 @@ def supports_rollout_forward(policy: BasePolicy) -> bool:
 def rollout_forward(policy: ActorCriticPolicy, heads: Heads | None = None) -> RolloutForward:
     """``policy(obs, action_masks=...)`` for a policy :func:`supports_rollout_forward` accepts.
 
-    ``heads``: the networks to run (default :func:`policy_heads`; the fast path passes them compiled).
+    ``heads``: the networks to run (default :func:`policy_heads`; ``benchmarks/rollout_profile.py``
+    passes them compiled).
     """
     heads = heads or policy_heads(policy)
     distribution = policy.action_dist
