@@ -51,8 +51,7 @@ def test_the_rollout_buffer_holds_exactly_what_sb3s_rollout_puts_there(case):
         np.testing.assert_array_equal(getattr(model.rollout_buffer, field), getattr(reference.rollout_buffer, field))
     if case == "masked":
         np.testing.assert_array_equal(model.rollout_buffer.action_masks, reference.rollout_buffer.action_masks)
-    assert model_locals >= {"infos", "dones", "rewards", "new_obs", "actions", "values", "log_probs", "n_steps"}
-    assert model_locals >= reference_locals - {"use_masking"} - {"n_rollout_steps", "env", "rollout_buffer"}
+    assert model_locals >= reference_locals  # a callback finds every local that SB3's rollout gives it
 
 
 def test_gsde_keeps_sb3s_own_rollout():

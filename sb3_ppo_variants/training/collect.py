@@ -44,7 +44,7 @@ def collect_rollouts(
     rollout_buffer.reset()
     if use_masking and not is_masking_supported(env):
         raise ValueError("Environment does not support action masking. Consider using ActionMasker wrapper")
-    masked = {"action_masks": None} if hasattr(rollout_buffer, "action_masks") else {}
+    buffer_keeps_masks = hasattr(rollout_buffer, "action_masks")  # sb3-contrib's MaskableRolloutBuffer
     clip = isinstance(self.action_space, spaces.Box) and not self.policy.squash_output
     discrete = isinstance(self.action_space, spaces.Discrete)
 
@@ -88,9 +88,8 @@ def collect_rollouts(
                     terminal_value = self.policy.predict_values(terminal_obs)[0]
                 rewards[idx] += self.gamma * terminal_value
 
-        if masked:
-            masked["action_masks"] = action_masks
-        rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, **masked)
+        masks = {"action_masks": action_masks} if buffer_keeps_masks else {}
+        rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, **masks)
         self._last_obs = new_obs
         self._last_episode_starts = dones
 
