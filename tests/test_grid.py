@@ -7,6 +7,7 @@ records, survives and reports, not what the variants learn.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from benchmarks.grid.cells import ENVS, Cell
 from benchmarks.grid.migrate import migrate
 from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
+from benchmarks.grid.report import Run, compute_table, waiting_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,3 +233,15 @@ def test_a_command_trains_its_own_selection_and_leaves_other_waiting_cells_waiti
     assert set(finished_cells(storage)) == selection
     waiting = {cell_of(t) for t in trials(storage) if t.state == TrialState.WAITING}
     assert waiting == CELLS - selection
+    assert set(waiting_cells(optuna.load_study(study_name="grid", storage=storage))) == waiting  # the report's count
+
+
+def test_the_report_shows_what_each_environment_cost_and_what_its_waiting_cells_would_cost():
+    scored = [Run(Cell("Acrobot-v1", "sb3-ppo", seed), [], -80.0, 1800.0, None) for seed in (0, 1)]
+    raised = Run(Cell("Acrobot-v1", "trgppo", 0), [], math.nan, 0.5, "raised at construction")
+    waiting = [*(Cell("Acrobot-v1", "spo", seed) for seed in range(4)), Cell("Hopper-v5", "sb3-ppo", 0)]
+    assert compute_table([*scored, raised], waiting, ["Acrobot-v1", "CartPole-v1", "Hopper-v5"])[2:] == [
+        "| Acrobot-v1 | 3 | 1.00 | 1800 | 4 | 2.00 |",  # the raised cell counts as spent, not in the rate
+        "| Hopper-v5 | 0 | 0.00 | – | 1 | not measured yet |",
+        "| all | 3 | 1.00 | | 5 | 2.00 |",
+    ]

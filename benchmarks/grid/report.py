@@ -5,7 +5,8 @@
   curves, mean and 95% confidence interval across seeds;
 - ``OUT/aggregate.png`` and ``OUT/profiles.png``: rliable's interval estimates and performance
   profiles of the normalised final scores;
-- ``OUT/results.md``: per-environment final scores and the aggregate table.
+- ``OUT/results.md``: per-environment final scores, the aggregate tables and the compute (measured
+  per environment, and estimated for the cells still waiting).
 
 Scores are normalised per environment as ``(score - random policy) / (Zoo's PPO at its full
 budget - random policy)``. Aggregates follow Agarwal et al. 2021, "Deep Reinforcement Learning
@@ -273,6 +274,44 @@ def per_env_table(runs: list[Run], envs: list[str], variants: list[str]) -> list
     return lines
 
 
+def compute_table(runs: list[Run], waiting: list[Cell], envs: list[str]) -> list[str]:
+    """What each environment's cells cost, measured, and what its waiting cells would cost at that rate.
+
+    A cell's cost is the wall time of its training and evaluations in one worker (one torch
+    thread), as the study recorded it, so cells run beside other work count slower. Cells that
+    raised are left out of the rate: most raise at construction.
+    """
+    lines = [
+        "| environment | finished cells | CPU-hours | s per cell | waiting cells | their estimate (CPU-hours) |",
+        "|---|---|---|---|---|---|",
+    ]
+    total_spent = total_estimate = 0.0
+    for env_id in envs:
+        timed = [r.seconds for r in runs if r.cell.env == env_id and not math.isnan(r.score + r.seconds)]
+        finished = sum(r.cell.env == env_id for r in runs)
+        left = sum(cell.env == env_id for cell in waiting)
+        if not finished and not left:
+            continue
+        spent = sum(r.seconds for r in runs if r.cell.env == env_id and not math.isnan(r.seconds)) / 3600
+        rate = float(np.mean(timed)) if timed else math.nan
+        estimate = left * rate / 3600 if left else 0.0
+        total_spent += spent
+        total_estimate += estimate if not math.isnan(estimate) else 0.0
+        lines.append(
+            f"| {env_id} | {finished} | {spent:.2f} | {'–' if math.isnan(rate) else f'{rate:.0f}'} | {left} "
+            f"| {'not measured yet' if math.isnan(estimate) else f'{estimate:.2f}'} |"
+        )
+    lines.append(f"| all | {len(runs)} | {total_spent:.2f} | | {len(waiting)} | {total_estimate:.2f} |")
+    return lines
+
+
+def waiting_cells(study: optuna.Study) -> list[Cell]:
+    """The cells enqueued or in training that have no outcome yet."""
+    finished = {cell_of(t) for t in study.get_trials(deepcopy=False) if is_result(t)}
+    states = (TrialState.WAITING, TrialState.RUNNING)
+    return sorted({cell_of(t) for t in study.get_trials(deepcopy=False, states=states)} - finished - {None})
+
+
 def report(
     study: optuna.Study,
     out: Path,
@@ -290,14 +329,18 @@ def report(
         variant enters a group's table with the seeds it finished on every environment of it.
     """
     runs = runs_of(study)
-    envs = [e for e in envs or sorted({r.cell.env for r in runs}) if any(r.cell.env == e for r in runs)]
-    runs = [
-        r
-        for r in runs
-        if r.cell.env in envs
-        and (variants is None or r.cell.variant in variants)
-        and (seeds is None or r.cell.seed in seeds)
-    ]
+    asked = envs or sorted({r.cell.env for r in runs})
+
+    def selected(cell: Cell) -> bool:
+        return (
+            cell.env in asked
+            and (variants is None or cell.variant in variants)
+            and (seeds is None or cell.seed in seeds)
+        )
+
+    runs = [r for r in runs if selected(r.cell)]
+    waiting = [cell for cell in waiting_cells(study) if selected(cell)]
+    envs = [e for e in asked if any(r.cell.env == e for r in runs)]
     variants = [v for v in variants or _rows(runs) if any(r.cell.variant == v for r in runs)]
     out.mkdir(parents=True, exist_ok=True)
     protocols = {env_id: protocol_of(study, env_id) for env_id in envs}
@@ -320,8 +363,13 @@ def report(
             "",
             *aggregate(matrices, out, reps, f"-{name}" if name else ""),
         ]
-    seconds = sum(r.seconds for r in runs if not math.isnan(r.seconds))
-    text += ["", f"{len(runs)} cells, {seconds / 3600:.2f} CPU-hours of training."]
+    text += [
+        "",
+        "Compute: each cell's wall time in one worker with one torch thread, as the study recorded it; "
+        "the waiting cells' estimate is their count times the environment's mean cell:",
+        "",
+        *compute_table(runs, waiting, [e for e in asked if e in envs or any(c.env == e for c in waiting)]),
+    ]
     errors = [f"- {r.cell}: {r.error}" for r in runs if r.error]
     if errors:
         text += ["", "Failed cells:", *errors]
