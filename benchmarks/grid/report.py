@@ -287,29 +287,29 @@ def compute_table(runs: list[Run], waiting: list[Cell], envs: list[str]) -> list
     ]
     total_spent = total_estimate = 0.0
     for env_id in envs:
-        timed = [r.seconds for r in runs if r.cell.env == env_id and not math.isnan(r.score + r.seconds)]
-        finished = sum(r.cell.env == env_id for r in runs)
+        done = [r for r in runs if r.cell.env == env_id]
         left = sum(cell.env == env_id for cell in waiting)
-        if not finished and not left:
+        if not done and not left:
             continue
-        spent = sum(r.seconds for r in runs if r.cell.env == env_id and not math.isnan(r.seconds)) / 3600
-        rate = float(np.mean(timed)) if timed else math.nan
-        estimate = left * rate / 3600 if left else 0.0
+        spent = sum(r.seconds for r in done if not math.isnan(r.seconds)) / 3600
+        timed = [r.seconds for r in done if not math.isnan(r.score + r.seconds)]
+        mean = float(np.mean(timed)) if timed else None
+        estimate = left * (mean or 0.0) / 3600
         total_spent += spent
-        total_estimate += estimate if not math.isnan(estimate) else 0.0
-        lines.append(
-            f"| {env_id} | {finished} | {spent:.2f} | {'–' if math.isnan(rate) else f'{rate:.0f}'} | {left} "
-            f"| {'not measured yet' if math.isnan(estimate) else f'{estimate:.2f}'} |"
-        )
+        total_estimate += estimate
+        rate = "–" if mean is None else f"{mean:.0f}"
+        estimated = "not measured yet" if left and mean is None else f"{estimate:.2f}"
+        lines.append(f"| {env_id} | {len(done)} | {spent:.2f} | {rate} | {left} | {estimated} |")
     lines.append(f"| all | {len(runs)} | {total_spent:.2f} | | {len(waiting)} | {total_estimate:.2f} |")
     return lines
 
 
 def waiting_cells(study: optuna.Study) -> list[Cell]:
     """The cells enqueued or in training that have no outcome yet."""
-    finished = {cell_of(t) for t in study.get_trials(deepcopy=False) if is_result(t)}
-    states = (TrialState.WAITING, TrialState.RUNNING)
-    return sorted({cell_of(t) for t in study.get_trials(deepcopy=False, states=states)} - finished - {None})
+    trials = study.get_trials(deepcopy=False)
+    finished = {cell_of(t) for t in trials if is_result(t)}
+    unfinished = {cell_of(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+    return sorted(unfinished - finished - {None})
 
 
 def report(
@@ -368,7 +368,7 @@ def report(
         "Compute: each cell's wall time in one worker with one torch thread, as the study recorded it; "
         "the waiting cells' estimate is their count times the environment's mean cell:",
         "",
-        *compute_table(runs, waiting, [e for e in asked if e in envs or any(c.env == e for c in waiting)]),
+        *compute_table(runs, waiting, asked),
     ]
     errors = [f"- {r.cell}: {r.error}" for r in runs if r.error]
     if errors:
