@@ -101,13 +101,12 @@ def test_an_interrupted_grid_resumes_without_recomputing_a_finished_cell(tmp_pat
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
     command = [sys.executable, "-m", "benchmarks.grid", *tiny(budget_scale="0.02"), "--jobs", "1"]
     process = subprocess.Popen([*command, "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    # Its first line comes once it has made the storage: reading it earlier races its schema creation.
+    assert "cells:" in process.stdout.readline()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # interrupt it once a cell has finished and the next runs
         time.sleep(0.5)
-        try:
-            states = [t.state for t in trials(storage)]
-        except KeyError:  # the command has not created its study yet
-            continue
+        states = [t.state for t in trials(storage)]
         if TrialState.COMPLETE in states and TrialState.RUNNING in states:
             break
     process.send_signal(signal.SIGTERM)  # as kill or a job scheduler stops it; Ctrl-C takes the same path
