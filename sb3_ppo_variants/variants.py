@@ -6,10 +6,16 @@ variant: the loss-related arguments (``clip_range``, ``ent_coef``, ``vf_coef``,
 ``clip_range_vf``, ``target_kl``) move into the components, and everything else is kept, so
 variants differ from PPO only where they really differ. The benchmark grid and the tuning
 package use these names.
+
+A variant's defaults are its authors' (drop-in: the PPO arguments stay). Where those were designed
+for other tasks or budgets (an LLM paper's temperatures, an auxiliary phase every 32 calls),
+``"<name>@recommended"`` names the variant at settings recommended for control tasks, with their
+source in its description; the reference table shows both.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,7 +71,12 @@ class Variant:
     """``n_epochs`` is this times PPO's: for variants whose own rule ends a call's epochs."""
     policies: dict[str, str] = field(default_factory=dict)
     """The policy alias to use instead of SB3's (see :func:`variant_policy`)."""
+    recommended: Variant | None = None
+    """The variant at settings recommended for control tasks, where its own defaults were designed for
+    other tasks or budgets (named ``"<name>@recommended"``); its description says where they come from."""
 
+
+_PHASIC_POLICIES = {name: f"Phasic{name}" for name in ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")}
 
 VARIANTS: dict[str, Variant] = {
     "ppo": Variant("SB3's PPO: clipped surrogate, SB3's value clipping, per-minibatch advantages"),
@@ -114,12 +125,26 @@ VARIANTS: dict[str, Variant] = {
     "sapo": Variant(
         "Sigmoid soft clip with tau = 1.0 for A > 0 and 1.05 otherwise, no KL (SAPO; Gao et al. 2025)",
         policy_loss=lambda a: SoftClipSurrogate(temperature=1.0, temperature_negative=1.05),
+        recommended=Variant(
+            "SAPO with tau = 4 for A > 0 and 4.2 otherwise: no control-task temperatures are published (SAPO's "
+            "come from LLM training, where tau = 1 lets the policy move by several nats per call); 4 is P3O's, "
+            "the same gate's classic-RL value (raincchio/P3O's taunow), with SAPO's ratio 1.05 kept",
+            policy_loss=lambda a: SoftClipSurrogate(temperature=4.0, temperature_negative=4.2),
+        ),
     ),
     "cispo": Variant(
         "Truncated, gradient-free IS weight on A log pi, eps_high = 0.2, no lower bound, with KL early "
         "stopping at 0.02 unless target_kl is set (CISPO; MiniMax-M1 2025)",
         policy_loss=lambda a: CISPOSurrogate(clip_range_high=0.2),
         target_kl=0.02,
+        recommended=Variant(
+            "CISPO with the IS weight truncated on both sides, [1 - 0.2, 1 + 0.2], as verl's "
+            "compute_policy_loss_cispo with its defaults clip_ratio_low = clip_ratio_high = 0.2, and KL early "
+            "stopping at 0.02: no control-task settings are published; without a lower bound nothing keeps a "
+            "sample's weight from vanishing",
+            policy_loss=lambda a: CISPOSurrogate(clip_range_high=0.2, clip_range_low=0.2),
+            target_kl=0.02,
+        ),
     ),
     "kl-adaptive-lr": Variant(
         "PPO with the learning rate / 1.5 above 2 x KL target 0.01 and x 1.5 below target / 2 (rsl_rl)",
@@ -145,6 +170,13 @@ VARIANTS: dict[str, Variant] = {
         policy_loss=lambda a: Surrogate(),
         extra_loss=lambda: [RatioDeviationEarlyStop(max_deviation=0.25)],
         epochs_factor=3,
+        recommended=Variant(
+            "ESPO with RL-X's optimisation settings (nico-bohlinger/RL-X, espo default_config.py): learning rate "
+            "3e-4, minibatches of 64, up to 300 minibatch updates per call, stopping once mean |r - 1| > 0.25",
+            policy_loss=lambda a: Surrogate(),
+            extra_loss=lambda: [RatioDeviationEarlyStop(max_deviation=0.25, max_updates=300)],
+            options={"learning_rate": 3e-4, "batch_size": 64, "n_epochs": 300},
+        ),
     ),
     "mdpo": Variant(
         "Unclipped surrogate + exact reverse KL(pi, pi_old) / t_k, t_k = 1 - k/K floored at 0.01 (on-policy MDPO; "
@@ -158,9 +190,10 @@ VARIANTS: dict[str, Variant] = {
         extra_loss=lambda: [VTraceAdvantages()],
     ),
     "trgppo": Variant(
-        "Per-sample clip bounds from a KL trust region of delta = 0.001 around the old policy, only widening "
-        "PPO's band; Discrete actions only (TRGPPO; Wang et al. 2019; the authors' Atari delta)",
-        policy_loss=lambda a: TrustRegionGuidedSurrogate(clip_range=a["clip_range"], kl_range=0.001),
+        "Per-sample clip bounds from a KL trust region around the old policy, clipping to them alone as the "
+        "authors' code does: Discrete delta = 0.001 annealed over training, Box delta matched to PPO's band at "
+        "the old mean (TRGPPO; Wang et al. 2019; wangyuhuix/TRGPPO)",
+        policy_loss=lambda a: TrustRegionGuidedSurrogate(clip_range=a["clip_range"]),
     ),
     "ppo-ewma": Variant(
         "Clip around an EWMA of past policies (bias-corrected, decay from the anchor's age), importance "
@@ -173,7 +206,15 @@ VARIANTS: dict[str, Variant] = {
         "CleanRL's defaults)",
         extra_loss=lambda: [PhasicAuxiliaryPhase()],
         options={"n_epochs": 1},
-        policies={name: f"Phasic{name}" for name in ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")},
+        policies=_PHASIC_POLICIES,
+        recommended=Variant(
+            "PPG with the auxiliary phase every 4 calls and PPO's epochs per call: its defaults come from Procgen "
+            "(CleanRL's ppg_procgen.py), where 32 calls are 2% of a run and one policy epoch sees 16k samples; at "
+            "the Zoo's control budgets 32 calls can exceed the run (Pendulum has 24), so the phase never runs, "
+            "and one epoch over a few hundred samples is a tenth of PPO's updates",
+            extra_loss=lambda: [PhasicAuxiliaryPhase(n_iterations=4)],
+            policies=_PHASIC_POLICIES,
+        ),
     ),
     "outer-ppo": Variant(
         "PPO whose call's update theta* - theta_k is applied with an outer learning rate of 1.5, no momentum "
@@ -185,19 +226,52 @@ VARIANTS: dict[str, Variant] = {
 _PPO_N_EPOCHS = inspect.signature(PPO.__init__).parameters["n_epochs"].default
 
 
+RECOMMENDED = "recommended"
+"""The settings suffix of a variant's name: ``"ppg@recommended"``."""
+
+
+def variant_names(recommended: bool = True) -> list[str]:
+    """Every variant's name, and with ``recommended`` those of the recommended settings after them."""
+    names = list(VARIANTS)
+    if recommended:
+        names += [f"{name}@{RECOMMENDED}" for name, variant in VARIANTS.items() if variant.recommended is not None]
+    return names
+
+
+def resolve_variant(name: str) -> Variant:
+    """The :class:`Variant` a name gives: ``"spo"``, or ``"ppg@recommended"`` for its recommended settings."""
+    base, _, settings = name.partition("@")
+    variant = VARIANTS.get(base)
+    if variant is not None and settings in ("", RECOMMENDED):
+        chosen = variant if not settings else variant.recommended
+        if chosen is not None:
+            return chosen
+    raise HyperparameterError(
+        f"variant={name!r} is unknown: accepted values are {', '.join(variant_names())}.{_did_you_mean(name)}"
+    )
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name.replace("_", "-"), variant_names(), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def variant_policy(name: str, policy: Any) -> Any:
     """The policy for variant ``name`` given the one PPO would use: PPG's alias for SB3's (``"MlpPolicy"``
     -> ``"PhasicMlpPolicy"``); anything else is kept."""
-    if name not in VARIANTS or not isinstance(policy, str):
+    if not isinstance(policy, str):
         return policy
-    return VARIANTS[name].policies.get(policy, policy)
+    try:
+        variant = resolve_variant(name)
+    except HyperparameterError:
+        return policy
+    return variant.policies.get(policy, policy)
 
 
 def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``PPOVariant`` keyword arguments for variant ``name``, from SB3 ``PPO`` keyword arguments."""
-    if name not in VARIANTS:
-        raise HyperparameterError(f"variant={name!r} is unknown: accepted values are {', '.join(VARIANTS)}.")
-    variant = VARIANTS[name]
+    """``PPOVariant`` keyword arguments for variant ``name`` (``"ppg@recommended"`` for its recommended
+    settings), from SB3 ``PPO`` keyword arguments."""
+    variant = resolve_variant(name)
     arguments = dict(ppo_arguments or {})
     if "loss" in arguments:
         raise HyperparameterError(

@@ -30,6 +30,8 @@ from sb3_ppo_variants.losses import (
     ValueLoss,
     ValueNormalization,
     VTraceAdvantages,
+    gaussian_trust_region_kl,
+    gaussian_trust_region_ratio_bounds,
     kl_per_sample,
     trust_region_ratio_bounds,
 )
@@ -381,19 +383,72 @@ def test_trust_region_bounds_are_the_two_roots_of_the_kl_constraint(p):
     assert (upper - lower) / 2 == pytest.approx(half_width, rel=0.1)
 
 
-def test_trgppo_only_widens_ppos_band_where_the_trust_region_is_wider():
+def test_trgppo_with_the_papers_formula_only_widens_ppos_band_where_the_trust_region_is_wider():
     # p = 0.01: the trust region reaches r ~ 1.51, past PPO's 1.2; p = 0.5: it ends at ~1.045.
     old_log_prob = th.log(th.tensor([0.01, 0.5, 0.01, 0.5]))
     ratios, advantages = [1.4, 1.4, 1.6, 0.7], [1.0, 1.0, 1.0, -1.0]
     batch = make_batch(ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
-    term = TrustRegionGuidedSurrogate(clip_range=0.2, kl_range=0.001)(batch)
+    papers = TrustRegionGuidedSurrogate(clip_range=0.2, kl_range=0.001, widen_ppo_band=True, anneal=False)
+    term = papers(batch)
     upper_rare = trust_region_ratio_bounds(th.tensor([0.01]), 0.001)[0, 1].item()
     objective = [1.4, 1.2, upper_rare, -0.8]  # inside the widened band; PPO's bound; the rare one's own; PPO's
     assert term.loss.item() == pytest.approx(-sum(objective) / 4, rel=1e-5)
     assert grad_of(term, batch.log_ratio) == pytest.approx([-1.4 / 4, 0.0, 0.0, 0.0], abs=1e-7)
     assert term.stats["clip_fraction"].item() == pytest.approx(0.75)
-    with pytest.raises(HyperparameterError, match="accepted spaces are Discrete"):
-        PPOVariant("MlpPolicy", "Pendulum-v1", **variant_arguments("trgppo"))
+
+
+def test_trgppo_clips_discrete_actions_to_the_annealed_trust_region_bounds_alone_as_the_authors_code():
+    old_log_prob = th.log(th.tensor([0.01, 0.5, 0.5]))
+    ratios, advantages = [1.4, 1.03, 0.7], [1.0, 1.0, -1.0]
+    (_low_rare, up_rare), (low_even, up_even) = trust_region_ratio_bounds(th.tensor([0.01, 0.5]), 0.001).tolist()
+    for remaining in (1.0, 0.5):
+        batch = make_batch(ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
+        batch.progress_remaining = remaining
+        term = TrustRegionGuidedSurrogate(clip_range=0.2)(batch)  # the defaults: delta 0.001, annealed
+        # ppo2.py (kl2clip, Discrete): l <- 1 - (1 - l) f, u <- 1 + (u - 1) f; clip(r, l, u), no PPO band.
+        upper_rare, upper_even = 1 + (up_rare - 1) * remaining, 1 + (up_even - 1) * remaining
+        lower_even = 1 - (1 - low_even) * remaining
+        objective = [min(1.4, upper_rare), min(1.03, upper_even), -max(0.7, lower_even)]
+        assert term.loss.item() == pytest.approx(-sum(objective) / 3, rel=1e-5), remaining
+    # At half the training every ratio is outside its band: 1.4 > 1.25 (rare), and the even action's band
+    # [0.978, 1.022] clips 1.03 and 0.7, where PPO's [0.8, 1.2] would clip only 0.7.
+    assert term.stats["clip_fraction"].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_trgppos_gaussian_band_reaches_ppos_bound_at_the_old_mean_and_holds_the_kl_constraint(dims):
+    kl = gaussian_trust_region_kl(0.2, dims)
+    distances = th.tensor([0.0, 0.5, 1.5, 3.0], dtype=th.float64)
+    bounds = gaussian_trust_region_ratio_bounds(distances, kl, dims)
+    assert bounds[0, 1].item() == pytest.approx(1.2, rel=1e-6)  # the authors' base-clip choice of delta
+    # In one dimension against a brute-force search over N(mu, v) with KL(N(mu, v) || N(0, 1)) <= delta / d.
+    reach = math.sqrt(2 * kl / dims)  # the region's half-width in the mean; its log-variance is within 2.2 reach
+    mean, log_variance = np.meshgrid(
+        np.linspace(-1.1 * reach, 1.1 * reach, 2001), np.linspace(-2.5 * reach, 2.5 * reach, 2001)
+    )
+    variance = np.exp(log_variance)
+    inside = variance - 1 - log_variance + mean**2 <= 2 * kl / dims
+    for row, x in enumerate(distances.tolist()):
+        log_ratio = (-0.5 * log_variance - (x - mean) ** 2 / (2 * variance) + x**2 / 2)[inside]
+        expected = np.exp(dims * np.array([log_ratio.min(), log_ratio.max()]))
+        assert bounds[row].tolist() == pytest.approx(expected.tolist(), rel=2e-3), x
+    assert (bounds[1:, 1] > bounds[:-1, 1]).all() and (bounds[1:, 0] < bounds[:-1, 0]).all()  # wider further out
+
+
+def test_trgppo_runs_on_gaussian_policies_and_refuses_spaces_the_authors_code_has_no_bounds_for():
+    model = PPOVariant("MlpPolicy", "Pendulum-v1", **variant_arguments("trgppo", FAST)).learn(128)
+    assert 0 < model.logger.name_to_value["train/trust_region_lower"] < 1
+    assert model.logger.name_to_value["train/trust_region_upper"] > 1
+    sde = PPOVariant("MlpPolicy", "Pendulum-v1", use_sde=True, **variant_arguments("trgppo", FAST)).learn(128)
+    assert sde.logger.name_to_value["train/trust_region_upper"] > 1
+    with pytest.raises(HyperparameterError, match="accepted spaces are Discrete and Box"):
+        PPOVariant("MlpPolicy", _multi_discrete_env(), loss=[TrustRegionGuidedSurrogate(), ValueLoss()])
+
+
+def _multi_discrete_env() -> gym.Env:
+    from stable_baselines3.common.envs import IdentityEnvMultiDiscrete
+
+    return IdentityEnvMultiDiscrete(dim=2)
 
 
 def _ewma_batch(proximal_log_prob, **tensors):
@@ -434,7 +489,7 @@ def test_ewma_surrogate_with_the_behaviour_policy_as_anchor_is_ppos_clip():
     assert grad_of(ewma_term, ewma.log_ratio) == pytest.approx(grad_of(ppo_term, ppo.log_ratio), abs=1e-7)
 
 
-def test_ewma_of_the_weights_is_bias_corrected_and_moves_after_each_step():
+def test_ewma_of_the_weights_starts_from_the_initial_policy_as_the_authors_does():
     policy = th.nn.Linear(1, 1, bias=False)
     with th.no_grad():
         policy.weight.fill_(1.0)
@@ -448,8 +503,15 @@ def test_ewma_of_the_weights_is_bias_corrected_and_moves_after_each_step():
             policy.weight.fill_(weight)
         component.after_step(context)
         averages.append(component.average["weight"].item())
-    # W: 1, 1.5, 1.75; the first step forgets the start, as the authors' EWMA does.
-    assert averages == pytest.approx([2.0, 2.0 + (4.0 - 2.0) / 1.5, 10 / 3 + (8.0 - 10 / 3) / 1.75])
+    # openai/ppo-ewma's EwmaModel.update by hand, from total_weight = 1 and the initial weight 1.0.
+    total, average, expected = 1.0, 1.0, []
+    for weight in (2.0, 4.0, 8.0):
+        new_total = 0.5 * total + 1
+        average = average * (0.5 * total / new_total) + weight / new_total
+        total = new_total
+        expected.append(average)
+    assert averages == pytest.approx(expected)
+    assert averages[0] == pytest.approx((0.5 * 1.0 + 2.0) / 1.5)  # the initial policy counts like one step
     assert component._proximal.weight.item() == pytest.approx(averages[-1])  # the average is the copy's weights
 
 
@@ -486,3 +548,14 @@ def test_popart_rescales_the_value_head_so_return_scale_predictions_are_preserve
     component.before_train(context)
     assert component.mean_and_std()[0].item() != pytest.approx(mean_before)  # the statistics moved
     assert th.allclose(return_scale_values(), before, rtol=1e-5, atol=1e-4)
+
+
+def test_espo_ends_a_call_after_its_maximum_of_minibatch_updates_as_rl_x():
+    stop = RatioDeviationEarlyStop(max_deviation=0.25, max_updates=3)
+    batch = make_batch(ratio=[1.0, 1.1, 0.9])  # well inside the deviation: only the count stops it
+    stop.before_train(None)
+    assert [stop.stop_early(batch) for _ in range(4)] == [None, None, None, "reaching 3 minibatch updates"]
+    stop.before_train(None)  # each call counts its own
+    assert stop.stop_early(batch) is None
+    with pytest.raises(HyperparameterError, match="max_updates=0 is invalid: accepted values are integers >= 1"):
+        RatioDeviationEarlyStop(max_updates=0)

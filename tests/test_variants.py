@@ -7,8 +7,23 @@ from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import HyperparameterError, MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
-from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLEarlyStop, RollbackSurrogate, ValueLoss
-from sb3_ppo_variants.variants import VARIANTS, Scaled, variant_arguments, variant_policy
+from sb3_ppo_variants.losses import (
+    ClippedSurrogate,
+    EntropyBonus,
+    KLEarlyStop,
+    RatioDeviationEarlyStop,
+    RollbackSurrogate,
+    SoftClipSurrogate,
+    ValueLoss,
+)
+from sb3_ppo_variants.phasic import PhasicAuxiliaryPhase
+from sb3_ppo_variants.variants import (
+    Scaled,
+    resolve_variant,
+    variant_arguments,
+    variant_names,
+    variant_policy,
+)
 from tests.conftest import FAST
 
 # The statistic that shows each variant is at work, beside SB3's.
@@ -34,25 +49,20 @@ OWN_STATISTIC = {
     "ppo-ewma": "proximal_kl",
     "popart": "value_norm_std",
 }
-DISCRETE_ONLY = ["trgppo"]
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", variant_names())
 def test_each_variant_trains_end_to_end(name, env_id):
     env = make_vec_env(env_id, n_envs=2, seed=0)
     arguments = variant_arguments(name, {"clip_range": 0.2, "ent_coef": 0.01, **FAST})
-    if name in DISCRETE_ONLY and env_id == "Pendulum-v1":
-        with pytest.raises(HyperparameterError, match="accepted spaces are Discrete"):
-            PPOVariant("MlpPolicy", env, **arguments)
-        return
     model = PPOVariant(variant_policy(name, "MlpPolicy"), env, **arguments).learn(256)
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
     logged = model.logger.name_to_value
     for key in ("train/policy_gradient_loss", "train/value_loss", "train/approx_kl"):
         assert np.isfinite(logged[key])
-    if name in OWN_STATISTIC:
-        assert f"train/{OWN_STATISTIC[name]}" in logged
+    if name.split("@")[0] in OWN_STATISTIC:
+        assert f"train/{OWN_STATISTIC[name.split('@')[0]]}" in logged
 
 
 MASKED = ["dual-clip", "ppo-penalty", "tr-ppo-rb", "spo", "recompute-advantages", "p3o", "sapo", "cispo", "copg"]
@@ -97,6 +107,30 @@ def test_ppo_variant_is_the_arguments_unchanged_and_unknown_names_are_errors():
         variant_arguments("ppo2")
     with pytest.raises(HyperparameterError, match=r"loss=\.\.\. cannot be combined with a named variant"):
         variant_arguments("spo", {"loss": []})
+
+
+def test_unknown_variant_names_suggest_the_closest_one():
+    with pytest.raises(HyperparameterError, match="Did you mean 'dual-clip'"):
+        variant_arguments("dual_clip")
+    with pytest.raises(HyperparameterError, match="Did you mean 'ppg@recommended'"):
+        variant_arguments("ppg@recomended")
+    with pytest.raises(HyperparameterError, match="is unknown"):
+        variant_arguments("spo@recommended")  # SPO's defaults are its settings for control tasks
+
+
+def test_recommended_settings_change_only_what_their_description_names():
+    assert all(resolve_variant(n).description for n in variant_names() if "@" in n)
+    ppg = variant_arguments("ppg@recommended", {"n_epochs": 10})
+    assert ppg["n_epochs"] == 10 and ppg["loss"][-1] == PhasicAuxiliaryPhase(n_iterations=4)  # PPO's epochs kept
+    assert variant_policy("ppg@recommended", "MlpPolicy") == "PhasicMlpPolicy"
+    assert variant_arguments("sapo@recommended")["loss"][0] == SoftClipSurrogate(
+        temperature=4.0, temperature_negative=4.2
+    )
+    cispo = variant_arguments("cispo@recommended")["loss"][0]
+    assert (cispo.clip_range_low, cispo.clip_range_high) == (0.2, 0.2)
+    espo = variant_arguments("espo@recommended", {"learning_rate": 1e-3, "n_epochs": 10})
+    assert (espo["learning_rate"], espo["batch_size"]) == (3e-4, 64)
+    assert espo["loss"][-1] == RatioDeviationEarlyStop(max_deviation=0.25, max_updates=300)
 
 
 def test_cispo_stops_early_on_the_kl_unless_target_kl_says_otherwise():

@@ -103,8 +103,8 @@ POLICY_LOSSES = (
     "clipped", "dual_clip", "clip_higher", "rollback", "tr_rollback", "spo", "penalty", "soft_clip", "cispo",
     "copg", "espo", "mdpo", "ewma",
 )  # fmt: skip
-"""The default choices. ``"trgppo"`` is accepted too, for Discrete action spaces only (list it in a
-space file's ``policy_loss`` choices)."""
+"""The default choices. ``"trgppo"`` is accepted too (list it in a space file's ``policy_loss``
+choices); it is not a default choice, since a categorical's choices cannot grow under a running study."""
 CLIPPED = ("clipped", "dual_clip", "clip_higher")
 WITH_KL_PENALTY = (*CLIPPED, "soft_clip")
 """Policy losses that may add a KL penalty (PPO with RLlib's, P3O's soft clip)."""

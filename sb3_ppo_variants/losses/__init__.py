@@ -32,6 +32,8 @@ from sb3_ppo_variants.losses.surrogate import (
     Surrogate,
     TrustRegionGuidedSurrogate,
     TrustRegionRollbackSurrogate,
+    gaussian_trust_region_kl,
+    gaussian_trust_region_ratio_bounds,
     trust_region_ratio_bounds,
 )
 from sb3_ppo_variants.losses.value import ValueLoss
@@ -67,6 +69,8 @@ __all__ = [
     "build_component",
     "build_loss",
     "exact_kl",
+    "gaussian_trust_region_kl",
+    "gaussian_trust_region_ratio_bounds",
     "kl_per_sample",
     "registered_components",
     "trust_region_ratio_bounds",

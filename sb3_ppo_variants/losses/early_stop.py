@@ -5,6 +5,8 @@ from typing import ClassVar
 
 import torch as th
 
+from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.hooks import TrainingContext
 from sb3_ppo_variants.common.validation import check_choice, check_number
 from sb3_ppo_variants.losses.base import LossComponent, LossTerm, Minibatch
 
@@ -31,12 +33,25 @@ class RatioDeviationEarlyStop(LossComponent):
     """``delta`` > 0: stop when the statistic of ``|r - 1|`` exceeds it."""
     statistic: str = "mean"
     """``"mean"`` or ``"median"`` of ``|r - 1|`` over the minibatch."""
+    max_updates: int | None = None
+    """End the call after this many minibatch updates as well (RL-X's ``max_epochs = 300``, counted in
+    minibatches of 64); ``None``: the algorithm's ``n_epochs`` alone bound them."""
 
     name: ClassVar[str] = "ratio_deviation_early_stop"
 
     def __post_init__(self) -> None:
         check_number("max_deviation", self.max_deviation, low_inclusive=False)
         check_choice("statistic", self.statistic, RATIO_STATISTICS)
+        if self.max_updates is not None and (
+            isinstance(self.max_updates, bool) or not isinstance(self.max_updates, int) or self.max_updates < 1
+        ):
+            raise HyperparameterError(
+                f"max_updates={self.max_updates!r} is invalid: accepted values are integers >= 1, or None."
+            )
+        self._updates = 0
+
+    def before_train(self, context: TrainingContext) -> None:
+        self._updates = 0
 
     def _deviation(self, batch: Minibatch) -> th.Tensor:
         with th.no_grad():
@@ -49,7 +64,10 @@ class RatioDeviationEarlyStop(LossComponent):
         return LossTerm(None, {"ratio_deviation": self._deviation(batch)})
 
     def stop_early(self, batch: Minibatch) -> str | None:
+        if self.max_updates is not None and self._updates >= self.max_updates:
+            return f"reaching {self.max_updates} minibatch updates"
         deviation = self._deviation(batch).item()
         if deviation > self.max_deviation:
             return f"reaching a ratio deviation of {deviation:.2f}"
+        self._updates += 1
         return None

@@ -21,8 +21,11 @@ class EWMAProximalSurrogate(LossComponent):
     ``L = -mean(min(A pi / pi_b, A clip(pi / pi_prox, 1 - eps, 1 + eps) pi_prox / pi_b))``.
 
     ``pi / pi_b`` is capped at ``max_importance_weight`` (in log space, as the authors' code does).
-    The average is the authors' bias-corrected EWMA of the weights, moved after every optimizer
-    step: ``W <- beta W + 1``, ``theta_prox <- theta_prox + (theta - theta_prox) / W``. With
+    The average is the authors' bias-corrected EWMA of the weights (``EwmaModel`` in their
+    ``ppg.py``), moved after every optimizer step: ``W <- beta W + 1``,
+    ``theta_prox <- theta_prox + (theta - theta_prox) / W``. ``W`` starts at 1, as theirs
+    (``total_weight = 1``): the initial policy counts like one step, so after the first step the
+    average is ``(beta theta_0 + theta_1) / (beta + 1)`` rather than ``theta_1``. With
     ``pi_prox = pi_b`` the loss is PPO's. ``decay=None`` derives ``beta`` as the paper suggests,
     from the proximal policy's age: PPO's anchor (the behaviour policy) is on average
     ``a = (updates per call - 1) / 2`` steps old, and ``beta = a / (1 + a)`` gives the EWMA the
@@ -50,7 +53,7 @@ class EWMAProximalSurrogate(LossComponent):
         check_number("decay", self.decay, high=0.9999, optional=True)
         check_number("max_importance_weight", self.max_importance_weight, low=1.0, low_inclusive=False)
         self.average: dict[str, th.Tensor] = {}
-        self.weight_sum = th.zeros(())
+        self.weight_sum = th.ones(())  # the initial policy's weight, as the authors' total_weight = 1
         self._proximal: Any = None
         self._decay = 0.0
 
