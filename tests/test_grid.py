@@ -19,10 +19,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from benchmarks.grid import queue, rows
+from benchmarks.grid import report as report_module
+from benchmarks.grid.__main__ import recommended_rows, table_cells, table_rows
 from benchmarks.grid.cells import ENVS, Cell
-from benchmarks.grid.migrate import migrate
+from benchmarks.grid.migrate import adopt_legacy_cells, migrate
 from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
-from benchmarks.grid.report import Run, compute_table, waiting_cells
+from benchmarks.grid.report import Run, compute_table, runs_of, superseded_cells, waiting_cells
+from benchmarks.grid.rows import row_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +96,10 @@ def test_a_study_made_with_another_protocol_is_refused_by_name(tmp_path):
     assert "ran CartPole-v1 with" in refused.stderr and "use the same --budget-scale" in refused.stderr
 
 
-def test_an_unknown_variant_is_refused_with_the_accepted_names(tmp_path):
+def test_an_unknown_row_is_refused_with_the_accepted_names(tmp_path):
     refused = grid("--variants", "nope", "--out", str(tmp_path), check=False)
-    assert refused.returncode == 2 and "unknown variant(s) nope: accepted values are sb3-ppo, ppo," in refused.stderr
+    assert refused.returncode == 2 and "row 'nope' is unknown: accepted rows are sb3-ppo, ppo," in refused.stderr
+    assert "ppg@recommended" in refused.stderr and "sb3-ppo@lr=<rate>" in refused.stderr
 
 
 def test_an_interrupted_grid_resumes_without_recomputing_a_finished_cell(tmp_path):
@@ -168,7 +173,7 @@ def test_a_cell_that_raises_is_a_result_not_the_end_of_the_grid(tmp_path):
     run_cells(settings)
     failed, finished = trials(storage)
     assert failed.state == TrialState.FAIL
-    assert "is unknown: accepted values are ppo," in failed.user_attrs["fail_reason"]
+    assert "is unknown: accepted rows are sb3-ppo, ppo," in failed.user_attrs["fail_reason"]
     assert finished.state == TrialState.COMPLETE
     assert enqueue(study, [cell_of(failed), cell_of(finished)]) == (0, 2)  # neither runs again
     assert enqueue(study, [cell_of(failed)], retry_failed=True) == (1, 0)
@@ -227,11 +232,11 @@ def test_workers_take_cells_in_the_order_asked_and_a_retried_cell_keeps_its_plac
 def test_a_command_trains_its_own_selection_and_leaves_other_waiting_cells_waiting(tmp_path):
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
     settings = _tiny_grid(storage, "grid", seeds=(0, 1))  # four cells wait, left by an earlier command
-    selection = frozenset({Cell("CartPole-v1", "spo", 1)})
+    selection = {Cell("CartPole-v1", "spo", 1): 0}
     run_cells(settings, selection)
-    assert set(finished_cells(storage)) == selection
+    assert set(finished_cells(storage)) == set(selection)
     waiting = {cell_of(t) for t in trials(storage) if t.state == TrialState.WAITING}
-    assert waiting == CELLS - selection
+    assert waiting == CELLS - set(selection)
     assert set(waiting_cells(optuna.load_study(study_name="grid", storage=storage))) == waiting  # the report's count
 
 
@@ -244,3 +249,100 @@ def test_the_report_shows_what_each_environment_cost_and_what_its_waiting_cells_
         "| Hopper-v5 | 0 | 0.00 | – | 1 | not measured yet |",
         "| all | 3 | 1.00 | | 5 | 2.00 |",
     ]
+
+
+def _one_cell(storage: str, cell: Cell, budget_scale: float = 0.005) -> optuna.Study:
+    settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=None)
+    study = open_grid(settings, {cell.env: ENVS[cell.env].scaled(budget_scale)})
+    enqueue(study, [cell])
+    run_cells(settings)
+    return study
+
+
+def test_a_cell_records_its_rows_identity_the_commit_and_the_package_versions(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    _one_cell(storage, Cell("CartPole-v1", "spo", 0))
+    (trial,) = trials(storage)
+    assert trial.user_attrs["row_id"] == row_id("spo", "CartPole-v1")
+    settings = trial.user_attrs["row"]
+    assert settings["algorithm"] == "PPOVariant" and settings["arguments"]["n_steps"] == 32  # the Zoo's CartPole
+    assert settings["arguments"]["loss"][0]["class"] == "SPOSurrogate"
+    assert len(trial.user_attrs["commit"]) >= 40 or trial.user_attrs["commit"] == "unknown"
+    assert {"python", "stable_baselines3", "torch", "gymnasium"} <= set(trial.user_attrs["versions"])
+
+
+def test_a_row_whose_code_changes_is_trained_again_and_the_report_never_mixes_its_versions(tmp_path, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    cell = Cell("CartPole-v1", "spo", 0)
+    study = _one_cell(storage, cell)
+    assert [run.cell for run in runs_of(study)] == [cell]
+    assert enqueue(study, [cell]) == (0, 1)  # unchanged: finished
+
+    monkeypatch.setitem(rows.REVISIONS, "spo", 99)  # as a commit that changes what SPO computes
+    queue._row_id.cache_clear()
+    assert runs_of(study) == [] and [c for c, _ in superseded_cells(study)] == [cell]
+    assert enqueue(study, [cell]) == (1, 0)
+    run_cells(GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=None))
+    (new,) = runs_of(study)
+    first, second = trials(storage)
+    assert second.user_attrs["row_id"] == row_id("spo", "CartPole-v1") != first.user_attrs["row_id"]
+    assert new.cell == cell and [c for c, _ in superseded_cells(study)] == [cell]
+    queue._row_id.cache_clear()
+
+
+def test_cells_from_before_row_identities_are_adopted_unless_their_row_changed(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=None)
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
+    for variant in ("spo", "ppo-ewma"):  # finished by an earlier version of the grid: no row_id
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=100.0, intermediate_values={64: 100.0}, user_attrs=Cell("CartPole-v1", variant, 0).as_attrs()
+            )
+        )
+    assert adopt_legacy_cells(study) == 1 and adopt_legacy_cells(study) == 0  # once
+    assert [r.cell.variant for r in runs_of(study)] == ["spo"]  # PPO-EWMA's code changed since: recomputed
+    assert [c.variant for c, _ in superseded_cells(study)] == ["ppo-ewma"]
+    assert enqueue(study, [Cell("CartPole-v1", v, 0) for v in ("spo", "ppo-ewma")]) == (1, 1)
+
+
+def test_an_adaptive_learning_rate_row_records_the_rate_of_every_call(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    study = _one_cell(storage, Cell("CartPole-v1", "kl-adaptive-lr", 0), budget_scale=0.02)
+    (trial,) = trials(storage)
+    rates = trial.user_attrs["learning_rates"]
+    assert len(rates) == math.ceil(2000 / 256)  # one per train() call: 2,000 steps in rollouts of 8 x 32
+    assert all(1e-5 <= rate <= 1e-2 for rate in rates) and len(set(rates)) > 1  # it adapts
+    assert report_module.learning_rate_table(runs_of(study), ["CartPole-v1"])[2].startswith(
+        "| CartPole-v1 | kl-adaptive-lr | 1 | 8 |"
+    )
+    sb3 = _one_cell(f"sqlite:///{tmp_path / 'sb3.db'}", Cell("CartPole-v1", "sb3-ppo", 0))
+    assert "learning_rates" not in sb3.trials[0].user_attrs  # a fixed schedule records nothing
+
+
+def test_a_control_row_is_sb3s_ppo_at_a_fixed_learning_rate():
+    algorithm, policy, arguments = rows.row_setup(rows.control_row(0.0012), "Acrobot-v1")
+    assert algorithm.__name__ == "PPO" and policy == "MlpPolicy" and arguments["learning_rate"] == 0.0012
+    assert arguments["n_steps"] == 256  # the rest is the Zoo's Acrobot
+    with pytest.raises(ValueError, match="a control is sb3-ppo@lr=<learning rate > 0>"):
+        rows.check_row("sb3-ppo@lr=fast")
+
+
+def test_the_table_computes_the_recomputed_rows_and_the_controls_before_the_new_rows_and_environments():
+    order = [(c.env, c.variant) for c in table_cells()]
+    first = {key: order.index(key) for key in dict.fromkeys(order)}
+    assert first[("Acrobot-v1", "kl-adaptive-lr")] < first[("Acrobot-v1", "ppo-ewma")]
+    assert first[("Pendulum-v1", "trgppo")] < first[("CartPole-v1", "ppg@recommended")]
+    assert first[("Acrobot-v1", "ppg@recommended")] < first[("LunarLander-v3", "sb3-ppo")]
+    assert first[("LunarLander-v3", "outer-ppo")] < first[("HalfCheetah-v5", "sb3-ppo")]
+    assert first[("Hopper-v5", "outer-ppo")] < first[("LunarLander-v3", "ppg@recommended")]
+    cells = table_cells()
+    assert len(cells) == len(set(cells))
+    seeds = {env: {c.seed for c in cells if c.env == env} for env in ENVS}
+    assert seeds["CartPole-v1"] == set(range(10)) and seeds["Hopper-v5"] == set(range(5))
+
+
+def test_every_row_of_a_plot_has_a_colour_of_its_own_and_sb3s_is_black():
+    names = [rows.SB3, *table_rows()[1:], *recommended_rows()]
+    colors = report_module.row_colors(names)
+    assert colors[rows.SB3] == "#000000" and len(set(colors.values())) == len(names)

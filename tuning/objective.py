@@ -230,6 +230,7 @@ def train_and_evaluate(
     vec_env: str = "dummy",
     on_trained: Callable[[Any, list[tuple[int, float]]], None] | None = None,
     compile: bool = False,
+    callbacks: list[Any] | None = None,
 ) -> list[tuple[int, float]]:
     """Train ``algorithm(task.policy, env, **arguments)`` with ``seed``; return ``[(timesteps, mean return)]``.
 
@@ -237,7 +238,8 @@ def train_and_evaluate(
     ``False`` stops training (a pruned trial). ``algorithm`` is any SB3 on-policy class.
     ``device`` is torch's; ``vec_env`` one of :data:`VEC_ENVS`. ``on_trained(model, evaluations)``
     is called when training ends (to save the model), before the environments close.
-    ``compile``: train on ``PPOVariant``'s fast path (``compile=True``).
+    ``compile``: train on ``PPOVariant``'s fast path (``compile=True``). ``callbacks``: SB3 callbacks
+    run beside the evaluations (to record what a run does).
     """
     with one_torch_thread():
         env = task.make_envs(seed, vec_env_cls=VEC_ENVS[vec_env])
@@ -249,7 +251,7 @@ def train_and_evaluate(
             fast_path = {"compile": True} if compile else {}  # only PPOVariant takes it (a baseline is SB3's PPO)
             model = algorithm(task.policy, env, seed=seed, device=device, verbose=0, **arguments, **fast_path)
             evaluations = _Evaluations(task, eval_env, on_evaluation)
-            model.learn(task.n_timesteps, callback=evaluations)
+            model.learn(task.n_timesteps, callback=[evaluations, *callbacks] if callbacks else evaluations)
             if on_trained is not None:
                 on_trained(model, evaluations.evaluations)
         finally:

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.grid.cells import ENVS, SB3, Cell
-from benchmarks.grid.migrate import migrate
+from benchmarks.grid.migrate import adopt_legacy_cells, migrate
 from benchmarks.grid.queue import (
     GridSettings,
     cell_of,
@@ -33,6 +33,7 @@ from benchmarks.grid.queue import (
     work,
 )
 from benchmarks.grid.report import report
+from benchmarks.grid.rows import check_row
 from tuning.errors import TuningError
 from tuning.progress import Progress
 from tuning.storage import HEARTBEAT_INTERVAL
@@ -54,23 +55,68 @@ long enough to separate the variants (CartPole's ceiling and Pendulum's spread h
 that one of these shows alone)."""
 
 
+FAITHFUL = ["ppo-ewma", "trgppo"]
+"""Rows recomputed to match their authors' code (see ``migrate.CHANGED_SINCE_LEGACY``)."""
+ADAPTIVE = ["kl-adaptive-lr"]
+"""Rows that adapt the learning rate; their cells record it, and their "better" verdicts get controls."""
+
+CONTROLS: dict[str, list[str]] = {}
+"""Per environment where an adaptive row was better than SB3's PPO with confidence: SB3's PPO at fixed
+learning rates taken from what that row reached there (``rows.control_row``)."""
+
+
 def table_rows() -> list[str]:
-    """SB3's PPO and every named variant but ``ppo`` (bit-identical to SB3's by construction)."""
+    """SB3's PPO and every named variant but ``ppo`` (bit-identical to SB3's by construction), drop-in."""
     from sb3_ppo_variants.variants import VARIANTS
 
     return [SB3, *(v for v in VARIANTS if v != "ppo")]
 
 
+def recommended_rows() -> list[str]:
+    """The variants at the settings recommended for control tasks (``VARIANTS[...].recommended``)."""
+    from sb3_ppo_variants.variants import variant_names
+
+    return [name for name in variant_names() if "@" in name]
+
+
 def table_cells() -> list[Cell]:
-    """The README's table, in the order it is computed, so that wherever compute stops the
-    finished part is whole: CartPole and Pendulum (cheap) for seeds 0-4 of every row, then
-    seeds 5-9; then Acrobot and LunarLander at the Zoo's full budgets, row by row with 5 seeds
-    each; then MuJoCo the same way.
+    """The README's table, in the order it is computed, cheapest credibility first, so that wherever
+    compute stops the finished part is whole:
+
+    1. the rows recomputed for faithfulness and the controls of every "better": the adaptive rows on
+       Acrobot first (their learning rates choose the controls), the controls, the faithful rows on
+       Acrobot, CartPole and Pendulum, the adaptive rows on CartPole and Pendulum;
+    2. the recommended-settings rows on CartPole, Pendulum and Acrobot;
+    3. LunarLander, every drop-in row; 4. HalfCheetah and Hopper, every drop-in row;
+    5. the recommended rows and the controls there.
+
+    The drop-in rows already computed on CartPole, Pendulum (seeds 0-9) and Acrobot (0-4) come
+    first in the list; a finished cell is skipped.
     """
-    rows = table_rows()
-    cheap = [Cell(e, v, s) for first in (0, 5) for s in range(first, first + 5) for e in CLASSIC_CHEAP for v in rows]
-    costly = [Cell(e, v, s) for group in (CLASSIC_COSTLY, MUJOCO) for v in rows for e in group for s in range(5)]
-    return cheap + costly
+    rows, recommended = table_rows(), recommended_rows()
+    seeds = {e: range(10) if e in CLASSIC_CHEAP else range(5) for e in ENVS}
+
+    def cells(envs: list[str], names: list[str]) -> list[Cell]:
+        return [Cell(e, v, s) for v in names for e in envs for s in seeds[e]]
+
+    recomputed = {*FAITHFUL, *ADAPTIVE}
+    kept = [v for v in rows if v not in recomputed]
+    cheap = [Cell(e, v, s) for first in (0, 5) for s in range(first, first + 5) for e in CLASSIC_CHEAP for v in kept]
+    classic = [*CLASSIC_CHEAP, "Acrobot-v1"]
+    order = [
+        *cheap,
+        *cells(["Acrobot-v1"], kept),
+        *cells(["Acrobot-v1"], ADAPTIVE),
+        *cells(["Acrobot-v1"], CONTROLS.get("Acrobot-v1", [])),
+        *cells(["Acrobot-v1", *CLASSIC_CHEAP], FAITHFUL),
+        *cells(CLASSIC_CHEAP, ADAPTIVE),
+        *[c for e in CLASSIC_CHEAP if e != "Acrobot-v1" for c in cells([e], CONTROLS.get(e, []))],
+        *cells(classic, recommended),
+        *cells(["LunarLander-v3"], rows),
+        *cells(MUJOCO, rows),
+        *[c for e in ["LunarLander-v3", *MUJOCO] for c in cells([e], [*recommended, *CONTROLS.get(e, [])])],
+    ]
+    return list(dict.fromkeys(order))  # each cell once, at its first place
 
 
 def cells_of(envs: list[str], variants: list[str], seeds: list[int]) -> list[Cell]:
@@ -89,11 +135,15 @@ def cell_line(trial: FrozenTrial) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sb3_ppo_variants.variants import VARIANTS
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grid", description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", choices=list(ENVS), help="default: the README's table")
-    parser.add_argument("--variants", nargs="+", help=f"{SB3} is SB3's own PPO; default: the README's table")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="ROW",
+        help=f"rows: {SB3} (SB3's own PPO), a variant (spo), a variant at its recommended settings "
+        f"(ppg@recommended) or a control ({SB3}@lr=0.001); default: the README's table",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the README's table")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every budget (a quick look: 0.1)")
@@ -108,16 +158,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--migrate", type=Path, metavar="CELLS", help="import the earlier runner's cell files")
     args = parser.parse_args(argv)
     table = table_cells()
+    all_rows = list(dict.fromkeys(cell.variant for cell in table))
     args.envs = args.envs or list(ENVS)
-    args.variants = args.variants or table_rows()
-    explicit = args.seeds is not None or args.envs != list(ENVS) or args.variants != table_rows()
+    explicit = args.seeds is not None or args.envs != list(ENVS) or args.variants is not None
+    args.variants = args.variants or all_rows
     args.seeds = args.seeds or sorted({cell.seed for cell in table})
-    unknown = sorted(set(args.variants) - {SB3, *VARIANTS})
-    if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}: accepted values are {SB3}, {', '.join(VARIANTS)}")
+    for row in args.variants:
+        try:
+            check_row(row)
+        except ValueError as error:
+            parser.error(str(error))
     if args.jobs < 1 or args.budget_scale <= 0:
         parser.error("--jobs must be >= 1 and --budget-scale > 0")
 
+    selection = cells_of(args.envs, args.variants, args.seeds) if explicit else table
     args.out.mkdir(parents=True, exist_ok=True)
     interrupt_on_terminate()
     settings = GridSettings(
@@ -130,15 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.migrate:
             study = open_grid(settings)
             print(f"{migrate(args.migrate, study)} cells imported from {args.migrate}")
+            adopt_legacy_cells(study)
         elif args.report_only:
             study = load_grid(settings)
+            adopt_legacy_cells(study)
         else:
             protocols = {e: ENVS[e].scaled(args.budget_scale) for e in args.envs}
             study = open_grid(settings, protocols, compile=args.compile)
-            cells = cells_of(args.envs, args.variants, args.seeds) if explicit else table
-            run(study, settings, cells, args.jobs, args.retry_failed)
+            adopt_legacy_cells(study)
+            run(study, settings, selection, args.jobs, args.retry_failed)
         envs = [e for e in args.envs if e in study.user_attrs.get("protocols", {})]
-        print(report(study, args.out, envs, args.variants, args.seeds, args.bootstrap, AGGREGATES))
+        planned = [c for c in selection if c.env in envs]
+        print(report(study, args.out, envs, args.variants, args.seeds, args.bootstrap, AGGREGATES, planned))
     except TuningError as error:  # a storage that cannot be opened, a study made for another protocol
         parser.exit(2, f"error: {error}\n")
 
@@ -150,16 +207,16 @@ def run(study: optuna.Study, settings: GridSettings, cells: list[Cell], jobs: in
         f"{jobs} processes",
         flush=True,
     )
-    chosen = set(cells)  # the workers train these only, whatever else other commands left waiting
+    chosen = {cell: order for order, cell in enumerate(cells)}  # the workers train these only, in this order
     unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     if not any(cell_of(trial) in chosen for trial in unfinished):
         return
     progress = Progress(study, len(cells), line=cell_line, selected=lambda t: cell_of(t) in chosen, unit="cell")
     try:
         if jobs == 1:
-            run_cells(settings, frozenset(chosen), after_cell=progress.update)
+            run_cells(settings, chosen, after_cell=progress.update)
         else:
-            run_processes(partial(work, settings, cells=frozenset(chosen)), jobs, progress, "grid-worker")
+            run_processes(partial(work, settings, cells=chosen), jobs, progress, "grid-worker")
     except KeyboardInterrupt:
         progress.close()
         print("interrupted: finished cells are kept; run the same command to resume")

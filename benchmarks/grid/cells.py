@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stable_baselines3.common.callbacks import BaseCallback
+
 from tuning.zoo import ZOO_PPO
 
 SB3 = "sb3-ppo"
@@ -90,10 +92,9 @@ class Cell:
 def cell_task(cell: Cell, protocol: EnvProtocol) -> Any:
     """The ``tuning`` task a cell trains and is scored by (its score: the mean of its last
     ``LAST_EVALUATIONS`` evaluations)."""
-    from sb3_ppo_variants.variants import variant_policy
     from tuning.objective import Task
 
-    task = Task.for_env(
+    return Task.for_env(
         cell.env,
         protocol.timesteps,
         n_evaluations=protocol.n_evaluations,
@@ -101,7 +102,6 @@ def cell_task(cell: Cell, protocol: EnvProtocol) -> Any:
         n_eval_envs=protocol.eval_envs,
         n_last_evaluations=min(LAST_EVALUATIONS, protocol.n_evaluations),
     )
-    return dataclasses.replace(task, policy=variant_policy(cell.variant, task.policy))  # PPG's policy has an extra head
 
 
 def train_cell(
@@ -109,29 +109,62 @@ def train_cell(
     protocol: EnvProtocol,
     compile: bool = False,
     on_evaluation: Callable[[int, float], bool] | None = None,
+    records: dict[str, Any] | None = None,
 ) -> list[tuple[int, float]]:
     """Train and evaluate ``cell``; return its ``[(timesteps, mean return)]``.
 
-    It trains through ``tuning``'s :func:`~tuning.objective.train_and_evaluate`, the loop a
-    tuning trial runs (one torch thread, evaluation environments seeded apart from training).
-    ``compile`` turns on ``PPOVariant``'s fast path for the variants' rows (SB3's row has none).
+    It trains its row's setup (``benchmarks.grid.rows``) through ``tuning``'s
+    :func:`~tuning.objective.train_and_evaluate`, the loop a tuning trial runs (one torch thread,
+    evaluation environments seeded apart from training). ``compile`` turns on ``PPOVariant``'s
+    fast path for the variants' rows (SB3's rows have none). ``records``, if given, receives
+    what the row's cells record (the learning rate of every call, for a row that adapts it).
     """
-    from stable_baselines3 import PPO
-
-    from sb3_ppo_variants import PPOVariant
-    from sb3_ppo_variants.variants import variant_arguments
+    from benchmarks.grid.rows import LEARNING_RATES, adapts_learning_rate, row_setup
     from tuning.objective import train_and_evaluate
-    from tuning.zoo import zoo_ppo_arguments
 
-    arguments = zoo_ppo_arguments(cell.env)
-    if cell.variant == SB3:
-        algorithm: Any = PPO
-    else:
-        algorithm, arguments = PPOVariant, variant_arguments(cell.variant, arguments)
-        if compile:
-            arguments["compile"] = True
     task = cell_task(cell, protocol)
-    return train_and_evaluate(task, arguments, cell.seed, algorithm=algorithm, on_evaluation=on_evaluation)
+    algorithm, policy, arguments = row_setup(cell.variant, cell.env, task.policy)
+    if compile and "loss" in arguments:
+        arguments["compile"] = True
+    callbacks = []
+    if adapts_learning_rate(arguments):
+        rates = LearningRates()
+        callbacks.append(rates)
+    evaluations = train_and_evaluate(
+        dataclasses.replace(task, policy=policy),
+        arguments,
+        cell.seed,
+        algorithm=algorithm,
+        on_evaluation=on_evaluation,
+        callbacks=callbacks,
+    )
+    if records is not None and callbacks:
+        records[LEARNING_RATES] = rates.learning_rates
+    return evaluations
+
+
+class LearningRates(BaseCallback):
+    """The learning rate of every ``train()`` call: the optimizer's, read when the next rollout starts
+    (SB3 sets it at the start of each call) and when training ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.learning_rates: list[float] = []
+        self._calls_seen = -1
+
+    def _read(self) -> None:
+        if self._calls_seen >= 0:  # the first rollout comes before any call
+            self.learning_rates.append(float(self.model.policy.optimizer.param_groups[0]["lr"]))
+        self._calls_seen += 1
+
+    def _on_rollout_start(self) -> None:
+        self._read()
+
+    def _on_training_end(self) -> None:
+        self._read()
+
+    def _on_step(self) -> bool:
+        return True
 
 
 def random_score(env_id: str, episodes: int = 20) -> float:

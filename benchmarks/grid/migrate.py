@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks.grid.cells import ENVS, Cell, EnvProtocol, cell_task
-from benchmarks.grid.queue import GridError, cell_of
+from benchmarks.grid.queue import LEGACY_ROW_IDS, GridError, cell_of, legacy_key
 
 EARLIER_EVAL_EPISODES = {"LunarLander-v3": 5, "HalfCheetah-v5": 5, "Hopper-v5": 5}
 """Episodes per evaluation of the earlier runner, where not 10."""
@@ -62,3 +62,40 @@ def migrate(cells: Path, study: optuna.Study) -> int:
         study.add_trial(trial)
         imported += 1
     return imported
+
+
+LEGACY_COMMIT = "1907d325515e1eefaf80c3e7a25199094fd16c83"
+"""The last commit whose grid cells recorded no row identity."""
+
+CHANGED_SINCE_LEGACY = {
+    "ppo-ewma": "the average now starts with the initial policy's weight, as the authors' EwmaModel",
+    "trgppo": "the authors' rule (trust-region bounds alone, annealed for Discrete) and Box actions",
+    "kl-adaptive-lr": "its cells now record the learning rate of every call",
+}
+"""Rows whose cells from before identities are superseded, and why; every other row trains today
+what it trained then (same components, same settings)."""
+
+
+def adopt_legacy_cells(study: optuna.Study) -> int:
+    """Give the cells from before row identities (no ``row_id`` recorded) the identity their row had
+    then, stored once on the study (``legacy_row_ids``): today's identity for the rows that have not
+    changed since :data:`LEGACY_COMMIT`, none (superseded) for :data:`CHANGED_SINCE_LEGACY`. Stored
+    rather than recomputed, so a row that changes later supersedes these cells too. Returns how many
+    ``env|row`` pairs were adopted (0 once done)."""
+    from benchmarks.grid.rows import row_id
+
+    adopted = dict(study.user_attrs.get(LEGACY_ROW_IDS, {}))
+    new = {}
+    for trial in study.get_trials(deepcopy=False):
+        cell = cell_of(trial)
+        key = None if cell is None else legacy_key(cell)
+        if key is None or "row_id" in trial.user_attrs or key in adopted or key in new:
+            continue
+        if cell.variant not in CHANGED_SINCE_LEGACY:
+            try:
+                new[key] = row_id(cell.variant, cell.env)
+            except ValueError:  # a row no longer defined
+                continue
+    if new:
+        study.set_user_attr(LEGACY_ROW_IDS, {**adopted, **new})
+    return len(new)

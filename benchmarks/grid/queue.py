@@ -9,16 +9,23 @@ the next worker to look fails it, and Optuna's retry callback enqueues the same 
 it scored (COMPLETE, its value the score) or raised (FAIL with ``fail_reason``: a diverging
 variant is a result of the grid), is never trained again; the learning curve is the trial's
 intermediate values, keyed by environment steps.
+
+A cell is finished for its row's current identity only (``benchmarks.grid.rows``): the worker
+records on the trial the row's identity and its hash (``row_id``), the commit and the package
+versions it ran with, so a row whose code or settings changed is trained again and its older
+cells are left out of the report. Cells from before rows had identities are adopted by
+:func:`~benchmarks.grid.migrate.adopt_legacy_cells`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +34,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.grid.cells import Cell, EnvProtocol, cell_task, train_cell
+from benchmarks.grid.provenance import provenance
+from benchmarks.grid.rows import row_id, row_identity
 from tuning.errors import TuningError
 from tuning.progress import counts
 from tuning.storage import HEARTBEAT_INTERVAL, open_storage
@@ -56,6 +65,47 @@ def cell_of(trial: FrozenTrial) -> Cell | None:
 def is_result(trial: FrozenTrial) -> bool:
     """A cell's outcome: it scored, or it raised (a recorded failure, not a lost worker)."""
     return counts(trial) and cell_of(trial) is not None
+
+
+SUPERSEDED = "superseded"
+"""The row identity of a cell from before identities whose row has changed since (see ``migrate``)."""
+
+
+def trial_row_id(study: optuna.Study, trial: FrozenTrial) -> str:
+    """The row identity a trial's cell ran: its own record, or for a cell from before records the
+    identity its row had when the study adopted it (:func:`~benchmarks.grid.migrate.adopt_legacy_cells`)."""
+    recorded = trial.user_attrs.get("row_id")
+    if recorded is not None:
+        return str(recorded)
+    cell = cell_of(trial)
+    legacy = study.user_attrs.get(LEGACY_ROW_IDS, {})
+    return legacy.get(legacy_key(cell), SUPERSEDED) if cell is not None else SUPERSEDED
+
+
+LEGACY_ROW_IDS = "legacy_row_ids"
+"""The study attribute mapping ``"env|row"`` to the identity of its cells from before records."""
+
+
+def legacy_key(cell: Cell) -> str:
+    return f"{cell.env}|{cell.variant}"
+
+
+def is_current(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether a trial ran its row as the row is defined now."""
+    cell = cell_of(trial)
+    return cell is not None and trial_row_id(study, trial) == current_row_id(cell)
+
+
+def current_row_id(cell: Cell) -> str:
+    return _row_id(cell.variant, cell.env)
+
+
+@functools.cache
+def _row_id(row: str, env_id: str) -> str:
+    try:
+        return row_id(row, env_id)
+    except ValueError:  # a row this code no longer defines
+        return SUPERSEDED + ":unknown-row"
 
 
 def open_grid(
@@ -117,6 +167,7 @@ def enqueue(study: optuna.Study, cells: Iterable[Cell], retry_failed: bool = Fal
     ``retry_failed`` enqueues again the cells that raised (after fixing what made them raise).
     """
     _fail_stale(study)
+    cells = list(cells)
     taken: set[Cell] = set()
     finished: set[Cell] = set()
     for trial in study.get_trials(deepcopy=False):
@@ -125,9 +176,8 @@ def enqueue(study: optuna.Study, cells: Iterable[Cell], retry_failed: bool = Fal
             continue
         if trial.state in (TrialState.WAITING, TrialState.RUNNING):
             taken.add(cell)
-        elif is_result(trial) and (trial.state == TrialState.COMPLETE or not retry_failed):
+        elif is_result(trial) and (trial.state == TrialState.COMPLETE or not retry_failed) and is_current(study, trial):
             finished.add(cell)
-    cells = list(cells)
     todo = [(order, cell) for order, cell in enumerate(cells) if cell not in taken | finished]
     for order, cell in todo:  # "order": workers take cells in the command's order, retries included
         study.enqueue_trial({}, user_attrs={**cell.as_attrs(), "order": order})
@@ -136,12 +186,14 @@ def enqueue(study: optuna.Study, cells: Iterable[Cell], retry_failed: bool = Fal
 
 def run_cells(
     settings: GridSettings,
-    cells: frozenset[Cell] | None = None,
+    cells: Mapping[Cell, int] | None = None,
     after_cell: Callable[[], None] | None = None,
 ) -> None:
     """Claim and train cells until none waits and none runs (a lost worker's cell comes back).
 
-    ``cells``: only these (a command's selection); ``None``: every cell the study has waiting.
+    ``cells``: only these (a command's selection), in the order their values give (a command's
+    table, whatever order an earlier command enqueued them in); ``None``: every cell the study
+    has waiting, in the order they were enqueued.
     """
     storage = open_storage(settings.storage_url, settings.heartbeat_interval)  # this worker's connections
     study = optuna.load_study(study_name=settings.study_name, storage=storage)
@@ -161,7 +213,7 @@ def run_cells(
             after_cell()
 
 
-def work(settings: GridSettings, index: int, cells: frozenset[Cell] | None = None) -> None:
+def work(settings: GridSettings, index: int, cells: Mapping[Cell, int] | None = None) -> None:
     """A worker process: one torch thread, its own connection; Ctrl-C marks its cell for a retry."""
     import torch as th
 
@@ -175,14 +227,20 @@ def work(settings: GridSettings, index: int, cells: frozenset[Cell] | None = Non
 
 
 def _claim(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, cells: frozenset[Cell] | None
+    study: optuna.Study, storage: optuna.storages.BaseStorage, cells: Mapping[Cell, int] | None
 ) -> tuple[optuna.Trial, int] | None:
     """The first waiting cell (of ``cells``, if given) this worker wins (the storage moves a
     trial out of WAITING once)."""
     study_id = storage.get_study_id_from_name(study.study_name)
     queue = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    # In the order the cells were asked for: a retry (a new trial, numbered last) keeps its place.
-    for waiting in sorted(queue, key=lambda trial: (trial.user_attrs.get("order", float("inf")), trial.number)):
+
+    def place(trial: FrozenTrial) -> tuple[float, int]:
+        # In the order the cells were asked for: a retry (a new trial, numbered last) keeps its place.
+        cell = cell_of(trial)
+        order = cells.get(cell) if cells is not None and cell is not None else trial.user_attrs.get("order")
+        return (float("inf") if order is None else order, trial.number)
+
+    for waiting in sorted(queue, key=place):
         cell = cell_of(waiting)
         if cell is None or (cells is not None and cell not in cells):
             continue
@@ -203,6 +261,9 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("row_id", current_row_id(cell))
+    for key, value in provenance().items():
+        trial.set_user_attr(key, value)
     compile = bool(study.user_attrs.get("compile", False))
 
     def report(timesteps: int, mean_return: float) -> bool:
@@ -210,9 +271,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         return True
 
     protocol = protocol_of(study, cell.env)
+    records: dict[str, Any] = {}
     start = time.perf_counter()
     try:
-        evaluations = train_cell(cell, protocol, compile, on_evaluation=report)
+        trial.set_user_attr("row", row_identity(cell.variant, cell.env))  # raises for a row nobody defines
+        evaluations = train_cell(cell, protocol, compile, on_evaluation=report, records=records)
     except KeyboardInterrupt:
         study.tell(trial, state=TrialState.FAIL)  # no fail_reason: the next command runs it again
         raise
@@ -222,6 +285,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("seconds", time.perf_counter() - start)
+    for key, value in records.items():
+        trial.set_user_attr(key, value)
     study.tell(trial, cell_task(cell, protocol).score(evaluations))
 
 
@@ -230,7 +295,9 @@ def _finished_or_earlier(study: optuna.Study, cell: Cell, number: int) -> int | 
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)):
         if other.number == number or cell_of(other) != cell:
             continue
-        if is_result(other) or (other.state == TrialState.RUNNING and other.number < number):
+        if (is_result(other) and is_current(study, other)) or (
+            other.state == TrialState.RUNNING and other.number < number
+        ):
             return other.number
     return None
 

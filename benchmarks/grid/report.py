@@ -24,7 +24,7 @@ import json
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,8 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks.grid.cells import LAST_EVALUATIONS, SB3, Cell, EnvProtocol, random_score
-from benchmarks.grid.queue import cell_of, is_result, protocol_of
+from benchmarks.grid.queue import cell_of, is_current, is_result, protocol_of
+from benchmarks.grid.rows import LEARNING_RATES, base_variant, is_control
 
 
 @dataclass
@@ -45,14 +46,17 @@ class Run:
     """NaN for a cell that raised."""
     seconds: float
     error: str | None
+    learning_rates: list[float] = field(default_factory=list)
+    """The learning rate of every ``train()`` call, for a row that adapts it."""
 
 
 def runs_of(study: optuna.Study) -> list[Run]:
-    """Each cell's outcome: its last trial that scored, else its last that raised."""
+    """Each cell's outcome under its row's current identity: its last trial that scored, else its
+    last that raised (cells of a row's earlier version are left out: see :func:`superseded_cells`)."""
     best: dict[Cell, optuna.trial.FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False):
         cell = cell_of(trial)
-        if cell is None or not is_result(trial):
+        if cell is None or not is_result(trial) or not is_current(study, trial):
             continue
         kept = best.get(cell)
         if kept is None or (trial.state == TrialState.COMPLETE) >= (kept.state == TrialState.COMPLETE):
@@ -64,8 +68,19 @@ def runs_of(study: optuna.Study) -> list[Run]:
             score=trial.value if trial.state == TrialState.COMPLETE else math.nan,
             seconds=float(trial.user_attrs.get("seconds", math.nan)),
             error=trial.user_attrs.get("fail_reason"),
+            learning_rates=list(trial.user_attrs.get(LEARNING_RATES, [])),
         )
         for cell, trial in sorted(best.items())
+    ]
+
+
+def superseded_cells(study: optuna.Study) -> list[tuple[Cell, float]]:
+    """Finished cells of a row's earlier version (its code or settings changed since), with their
+    seconds: computed, paid for, and left out of the tables."""
+    return [
+        (cell, float(t.user_attrs.get("seconds", math.nan)))
+        for t in study.get_trials(deepcopy=False)
+        if (cell := cell_of(t)) is not None and is_result(t) and not is_current(study, t)
     ]
 
 
@@ -101,34 +116,68 @@ def _curves(
             yield variant, np.array([t for t, _ in curves[0][:length]]), returns.mean(axis=0), _t_interval(returns)
 
 
+def row_colors(variants: list[str]) -> dict[str, str]:
+    """A colour per row that no other row of the plot shares (matplotlib's 20-colour tables, then
+    the 40 of tab20b and tab20c), black for SB3's PPO."""
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    palette = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in matplotlib.colormaps[name].colors]
+    others = [v for v in variants if v != SB3]
+    colors = {v: palette[i % len(palette)] for i, v in enumerate(others)}
+    return {**colors, SB3: "#000000"}
+
+
 def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path) -> list[Path]:
-    """``curves-<env>.png`` and ``curves-<env>.html`` for each environment; returns their paths."""
+    """``curves-<env>.png`` and ``curves-<env>.html`` for each environment; returns their paths.
+
+    Each row has a colour of its own; SB3's PPO is drawn last, on top; the confidence bands are
+    clipped to the range of returns any run reached on that environment, so CartPole's band does
+    not rise above its maximum of 500."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
-    from plotly.colors import DEFAULT_PLOTLY_COLORS
 
     from tuning.report import write_html
 
+    colors = row_colors(variants)
+    drawn = [v for v in variants if v != SB3] + [v for v in variants if v == SB3]
     paths = []
     for env_id in envs:
-        figure, axis = plt.subplots(figsize=(7, 4.5))
+        returns = [v for r in runs if r.cell.env == env_id for _, v in r.evaluations]
+        if not returns:
+            continue
+        low, high = min(returns), max(returns)
+        figure, axis = plt.subplots(figsize=(8, 5.5))
         page = go.Figure()
-        for index, (variant, steps, mean, half) in enumerate(_curves(runs, env_id, variants)):
-            style = {"color": "black", "linewidth": 2.2} if variant == SB3 else {"linewidth": 1.0}
-            (line,) = axis.plot(steps, mean, label=variant, **style)
-            axis.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.1)
-            band = np.concatenate([mean + half, (mean - half)[::-1]])
-            color = "black" if variant == SB3 else DEFAULT_PLOTLY_COLORS[index % len(DEFAULT_PLOTLY_COLORS)]
-            page.add_scatter(x=steps, y=mean, name=variant, legendgroup=variant, line={"color": color, "width": 1.5})
+        for variant, steps, mean, half in _curves(runs, env_id, drawn):
+            reference = variant == SB3
+            color = colors[variant]
+            axis.plot(
+                steps,
+                mean,
+                label=variant,
+                color=color,
+                linewidth=2.4 if reference else 1.0,
+                zorder=3 if reference else 2,
+            )
+            lower, upper = np.clip(mean - half, low, high), np.clip(mean + half, low, high)
+            axis.fill_between(steps, lower, upper, color=color, alpha=0.08, zorder=1)
+            page.add_scatter(
+                x=steps,
+                y=mean,
+                name=variant,
+                legendgroup=variant,
+                line={"color": color, "width": 3 if reference else 1.5},
+            )
             page.add_scatter(
                 x=np.concatenate([steps, steps[::-1]]),
-                y=band,
+                y=np.concatenate([upper, lower[::-1]]),
                 fill="toself",
                 fillcolor=color,
-                opacity=0.15,
+                opacity=0.12,
                 line_width=0,
                 legendgroup=variant,
                 showlegend=False,
@@ -138,7 +187,7 @@ def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path
         axis.set_title(title)
         axis.set_xlabel("environment steps")
         axis.set_ylabel("evaluation return")
-        axis.legend(fontsize=6, ncol=3)
+        axis.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
         figure.tight_layout()
         path = out / f"curves-{env_id}.png"
         figure.savefig(path, dpi=110)
@@ -146,6 +195,66 @@ def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path
         page.update_layout(title=title, xaxis_title="environment steps", yaxis_title="evaluation return")
         paths += [path, write_html(page, out / f"curves-{env_id}.html")]
     return paths
+
+
+def _learning_rates(runs: list[Run], env_id: str) -> dict[str, list[list[float]]]:
+    """``row -> [each seed's learning rates]`` of the rows that recorded them on ``env_id``."""
+    by_row: dict[str, list[list[float]]] = {}
+    for run in runs:
+        if run.cell.env == env_id and run.learning_rates:
+            by_row.setdefault(run.cell.variant, []).append(run.learning_rates)
+    return by_row
+
+
+def plot_learning_rates(runs: list[Run], envs: list[str], out: Path) -> list[Path]:
+    """``learning-rates-<env>.png``: each adaptive row's learning rate per ``train()`` call, median and
+    range over seeds (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env_id in envs:
+        by_row = _learning_rates(runs, env_id)
+        if not by_row:
+            continue
+        figure, axis = plt.subplots(figsize=(7, 4))
+        for row, series in sorted(by_row.items()):
+            length = min(len(s) for s in series)
+            rates = np.array([s[:length] for s in series])
+            calls = np.arange(1, length + 1)
+            (line,) = axis.plot(calls, np.median(rates, axis=0), label=f"{row} (median of {len(series)} seeds)")
+            axis.fill_between(calls, rates.min(axis=0), rates.max(axis=0), color=line.get_color(), alpha=0.15)
+        axis.set_yscale("log")
+        axis.set_title(f"{env_id}: learning rate of each train() call")
+        axis.set_xlabel("train() call")
+        axis.set_ylabel("learning rate")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        path = out / f"learning-rates-{env_id}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def learning_rate_table(runs: list[Run], envs: list[str]) -> list[str]:
+    """Each adaptive row's learning rates over all calls and seeds: median, 90th percentile, maximum
+    (the controls' fixed rates are taken from these)."""
+    lines = [
+        "| environment | row | seeds | calls | median | 90th percentile | maximum |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env_id in envs:
+        by_row = _learning_rates(runs, env_id)
+        for row, series in sorted(by_row.items()):
+            rates = np.concatenate([np.asarray(s) for s in series])
+            lines.append(
+                f"| {env_id} | {row} | {len(series)} | {len(rates)} | {np.median(rates):.3g} "
+                f"| {np.percentile(rates, 90):.3g} | {rates.max():.3g} |"
+            )
+    return lines if len(lines) > 2 else []
 
 
 def random_scores(envs: list[str], out: Path) -> dict[str, float]:
@@ -304,10 +413,13 @@ def compute_table(runs: list[Run], waiting: list[Cell], envs: list[str]) -> list
     return lines
 
 
-def waiting_cells(study: optuna.Study) -> list[Cell]:
-    """The cells enqueued or in training that have no outcome yet."""
+def waiting_cells(study: optuna.Study, planned: list[Cell] | None = None) -> list[Cell]:
+    """The cells with no outcome yet for their row's current identity: of ``planned``, or (``None``)
+    those enqueued or in training."""
     trials = study.get_trials(deepcopy=False)
-    finished = {cell_of(t) for t in trials if is_result(t)}
+    finished = {cell_of(t) for t in trials if is_result(t) and is_current(study, t)}
+    if planned is not None:
+        return sorted(set(planned) - finished)
     unfinished = {cell_of(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
     return sorted(unfinished - finished - {None})
 
@@ -320,9 +432,12 @@ def report(
     seeds: list[int] | None = None,
     reps: int = 2000,
     aggregates: dict[str, list[str]] | None = None,
+    planned: list[Cell] | None = None,
 ) -> str:
     """Write the report of ``study``'s finished cells (default: all of them) under ``out``.
 
+    :param planned: The table's cells: those not finished count as waiting in the compute table,
+        enqueued or not (default: the cells enqueued or in training).
     :param aggregates: Named groups of environments to aggregate over, each with its own
         table and plots; a group is reported when all its environments have finished cells, and
         once if two groups are the same (default, and when none is: one over all ``envs``). A
@@ -330,22 +445,24 @@ def report(
     """
     runs = runs_of(study)
     asked = envs or sorted({r.cell.env for r in runs})
+    asked_rows = None if variants is None else set(variants)
 
     def selected(cell: Cell) -> bool:
         return (
             cell.env in asked
-            and (variants is None or cell.variant in variants)
+            and (asked_rows is None or cell.variant in asked_rows)
             and (seeds is None or cell.seed in seeds)
         )
 
     runs = [r for r in runs if selected(r.cell)]
-    waiting = [cell for cell in waiting_cells(study) if selected(cell)]
+    waiting = [cell for cell in waiting_cells(study, planned) if selected(cell)]
     envs = [e for e in asked if any(r.cell.env == e for r in runs)]
     variants = [v for v in variants or _rows(runs) if any(r.cell.variant == v for r in runs)]
     out.mkdir(parents=True, exist_ok=True)
     protocols = {env_id: protocol_of(study, env_id) for env_id in envs}
     write_csv(runs, out / "grid.csv")
     plot_curves(runs, envs, variants, out)
+    plot_learning_rates(runs, envs, out)
     budgets = ", ".join(f"{e} {p.timesteps:,}" for e, p in protocols.items())
     text = [
         f"Budgets (environment steps): {budgets}.",
@@ -354,15 +471,24 @@ def report(
         "",
         *per_env_table(runs, envs, variants),
     ]
+    verdicts = 0
     for name, group in _groups(aggregates, envs).items():
         matrices = normalised_scores(runs, group, variants, protocols, out)
+        table = aggregate(matrices, out, reps, f"-{name}" if name else "")
+        verdicts += sum(1 for line in table[2:] if line.rstrip(" |").endswith(("**better**", "**worse**", "–")))
         text += [
             "",
             f"Normalised score, (score - random) / (Zoo PPO at full budget - random), aggregated over "
             f"{', '.join(group)} (rliable, {reps} bootstrap samples):",
             "",
-            *aggregate(matrices, out, reps, f"-{name}" if name else ""),
+            *table,
         ]
+    if verdicts:
+        text += ["", multiplicity_note(verdicts)]
+    rates = learning_rate_table(runs, envs)
+    if rates:
+        text += ["", "Learning rates reached by the rows that adapt it (every call of every seed):", "", *rates]
+    superseded = [(c, sec) for c, sec in superseded_cells(study) if selected(c)]
     text += [
         "",
         "Compute: each cell's wall time in one worker with one torch thread, as the study recorded it; "
@@ -370,12 +496,30 @@ def report(
         "",
         *compute_table(runs, waiting, asked),
     ]
+    if superseded:
+        hours = sum(sec for _, sec in superseded if not math.isnan(sec)) / 3600
+        text += [
+            "",
+            f"Superseded: {len(superseded)} finished cells ({hours:.2f} CPU-hours) ran an earlier version of a row "
+            "whose code or settings changed since; they are left out of every table above.",
+        ]
     errors = [f"- {r.cell}: {r.error}" for r in runs if r.error]
     if errors:
         text += ["", "Failed cells:", *errors]
     result = "\n".join(text) + "\n"
     (out / "results.md").write_text(result)
     return result
+
+
+def multiplicity_note(comparisons: int) -> str:
+    """How many verdicts the tables give, and how many false ones chance alone would give."""
+    return (
+        f"Multiplicity: the tables above make {comparisons} comparisons with SB3's PPO, each at 95% (the "
+        "interval of P(row > SB3 PPO) excludes 0.5 on one side or the other). If no row differed from SB3's "
+        f"PPO, about {0.05 * comparisons:.1f} of them would still read better or worse by chance, so a single "
+        "verdict, especially one near its bound, is a lead to check (more seeds, a control), not a finding. "
+        "The comparisons share SB3's runs and environments, so they are not independent."
+    )
 
 
 def _groups(aggregates: dict[str, list[str]] | None, envs: list[str]) -> dict[str, list[str]]:
@@ -387,9 +531,13 @@ def _groups(aggregates: dict[str, list[str]] | None, envs: list[str]) -> dict[st
 
 
 def _rows(runs: list[Run]) -> list[str]:
-    """SB3's row first, then the variants in the order of ``VARIANTS``."""
-    from sb3_ppo_variants.variants import VARIANTS
+    """SB3's row first, then its controls (by learning rate), then the variants in the order of
+    ``VARIANTS``, each recommended-settings row beside its drop-in row."""
+    from sb3_ppo_variants.variants import variant_names
 
     present = {r.cell.variant for r in runs}
-    order = [SB3, *VARIANTS]
+    controls = sorted((v for v in present if is_control(v)), key=lambda v: float(v.split("=", 1)[1]))
+    drop_in = variant_names(recommended=False)
+    variants = sorted(variant_names(), key=lambda v: drop_in.index(base_variant(v)))
+    order = [SB3, *controls, *variants]
     return [v for v in order if v in present] + sorted(present - set(order))

@@ -1,0 +1,141 @@
+"""The reference table's rows: what each one trains, and the identity a finished cell records.
+
+A row is named like the variants it compares (``sb3_ppo_variants.variants``), so a row, a variant
+and a ``variant=`` argument are the same word:
+
+- ``sb3-ppo``: SB3's own ``PPO`` at the RL Baselines3 Zoo's hyperparameters, the reference;
+- ``spo``, ``ppg``, ...: a named variant, drop-in (the Zoo's PPO hyperparameters, the variant's
+  own defaults);
+- ``ppg@recommended``: the variant at the settings recommended for control tasks (its
+  description in ``VARIANTS`` gives their source);
+- ``sb3-ppo@lr=0.0012``: a control, SB3's PPO with a fixed learning rate in place of the Zoo's
+  (the learning rates an adaptive row reached, so "adaptive" can be told from "larger").
+
+Every row is compared with ``sb3-ppo`` on the same seeds.
+
+A row's **identity** is what it trains on an environment: the algorithm, the policy and every
+argument, components included, as plain data (class names, not module paths, so moving code
+does not change it), plus what its cells record. Its hash is stored on each cell the row
+trains, so a row whose code or settings change gets new cells and the report never mixes two
+versions of it. A component whose code changes what it computes with the same settings bumps
+:data:`REVISIONS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from benchmarks.grid.cells import SB3
+
+CONTROL_PREFIX = f"{SB3}@lr="
+"""A control row's name: SB3's PPO at the learning rate that follows (``sb3-ppo@lr=0.0012``)."""
+
+REVISIONS: dict[str, int] = {
+    "ppo-ewma": 2,  # the average starts with the initial policy's weight 1, as the authors' EwmaModel
+    "trgppo": 2,  # the authors' rule: the trust-region bounds alone, annealed for Discrete; Box actions
+}
+"""A variant's revision where its code changed what it computes at unchanged settings (default 1)."""
+
+LEARNING_RATES = "learning_rates"
+"""The trial attribute where a row that adapts its learning rate records the rate of every call."""
+
+
+def is_control(row: str) -> bool:
+    return row.startswith(CONTROL_PREFIX)
+
+
+def control_row(learning_rate: float) -> str:
+    return f"{CONTROL_PREFIX}{learning_rate:.3g}"
+
+
+def base_variant(row: str) -> str:
+    """The variant a row is built on (``ppg`` for ``ppg@recommended``; ``sb3-ppo`` for SB3's rows)."""
+    return row.split("@", 1)[0]
+
+
+def check_row(row: str) -> None:
+    """Raise ``ValueError`` naming the accepted rows for a row name that names none."""
+    from sb3_ppo_variants.common.errors import HyperparameterError
+    from sb3_ppo_variants.variants import resolve_variant, variant_names
+
+    if row == SB3:
+        return
+    if is_control(row):
+        try:
+            if float(row[len(CONTROL_PREFIX) :]) > 0:
+                return
+        except ValueError:
+            pass
+        raise ValueError(f"row {row!r} is invalid: a control is {CONTROL_PREFIX}<learning rate > 0>")
+    try:
+        resolve_variant(row)
+    except HyperparameterError:
+        accepted = ", ".join([SB3, *variant_names(), f"{CONTROL_PREFIX}<rate>"])
+        raise ValueError(f"row {row!r} is unknown: accepted rows are {accepted}") from None
+
+
+def row_setup(row: str, env_id: str, policy: Any = "MlpPolicy") -> tuple[Any, Any, dict[str, Any]]:
+    """``(algorithm class, policy, keyword arguments)`` that ``row`` trains on ``env_id``, given the
+    policy SB3's PPO uses there (PPG's rows use their phasic alias of it)."""
+    from stable_baselines3 import PPO
+
+    from sb3_ppo_variants import PPOVariant
+    from sb3_ppo_variants.variants import variant_arguments, variant_policy
+    from tuning.zoo import zoo_ppo_arguments
+
+    check_row(row)
+    arguments = zoo_ppo_arguments(env_id)
+    if row == SB3:
+        return PPO, policy, arguments
+    if is_control(row):
+        return PPO, policy, {**arguments, "learning_rate": float(row[len(CONTROL_PREFIX) :])}
+    return PPOVariant, variant_policy(row, policy), variant_arguments(row, arguments)
+
+
+def adapts_learning_rate(arguments: dict[str, Any]) -> bool:
+    """Whether a component of the loss sets the learning rate of each call (its cells record it)."""
+    from sb3_ppo_variants.common.hooks import TrainingHook
+
+    return any(type(c).learning_rate is not TrainingHook.learning_rate for c in arguments.get("loss", []))
+
+
+def row_identity(row: str, env_id: str) -> dict[str, Any]:
+    """What ``row`` trains on ``env_id``, as plain data (see the module docstring)."""
+    algorithm, policy, arguments = row_setup(row, env_id)
+    records = [LEARNING_RATES] if adapts_learning_rate(arguments) else []
+    return {
+        "row": row,
+        "revision": REVISIONS.get(base_variant(row), 1),
+        "algorithm": algorithm.__name__,
+        "policy": plain(policy),
+        "arguments": plain(arguments),
+        "records": records,
+    }
+
+
+def row_id(row: str, env_id: str) -> str:
+    """A short hash of :func:`row_identity`: equal exactly when the row trains the same thing."""
+    text = json.dumps(row_identity(row, env_id), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-able plain data that does not depend on where its classes live."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"class": type(value).__name__, **fields}
+    if isinstance(value, type):
+        return value.__name__
+    if hasattr(value, "__dict__") and not callable(getattr(value, "__code__", None)):
+        attributes = {k: plain(v) for k, v in sorted(vars(value).items()) if not k.startswith("_")}
+        return {"class": type(value).__name__, **attributes}
+    return getattr(value, "__qualname__", type(value).__name__)
