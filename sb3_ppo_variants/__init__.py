@@ -3,6 +3,7 @@
 from sb3_ppo_variants.common.errors import (
     HyperparameterError,
     ModelFileError,
+    NoValueLossWarning,
     RolloutDivergedError,
     TrainingDivergedError,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "MlpPolicy",
     "ModelFileError",
     "MultiInputPolicy",
+    "NoValueLossWarning",
     "PPOVariant",
     "RecurrentPPOVariant",
     "RolloutDivergedError",

@@ -1,10 +1,11 @@
 """Invalid hyperparameters fail at construction, naming the parameter and the accepted values."""
 
 import re
+import warnings
 
 import pytest
 
-from sb3_ppo_variants import HyperparameterError, PPOVariant
+from sb3_ppo_variants import HyperparameterError, NoValueLossWarning, PPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, KLPenalty, ValueLoss
 
 BAD_ARGUMENTS = {
@@ -50,6 +51,21 @@ def test_unknown_component_name_lists_the_accepted_names():
         ValueError, match=r"loss component name='klpenalty' is unknown: accepted values are .*kl_penalty"
     ):
         PPOVariant("MlpPolicy", "CartPole-v1", loss=[{"name": "klpenalty"}])
+
+
+def test_a_misspelt_component_name_suggests_the_closest():
+    with pytest.raises(HyperparameterError, match="Did you mean 'clipped_surrogate'"):
+        PPOVariant("MlpPolicy", "CartPole-v1", loss=["clipped_surogate", "value"])
+
+
+def test_a_loss_that_never_trains_the_critic_warns_and_can_be_silenced():
+    with pytest.warns(NoValueLossWarning, match=r"loss=\[clipped_surrogate\] has no component that trains the value"):
+        PPOVariant("MlpPolicy", "CartPole-v1", loss=["clipped_surrogate"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PPOVariant("MlpPolicy", "CartPole-v1", loss=["clipped_surrogate", "value"])  # SB3's terms: no warning
+        warnings.filterwarnings("ignore", category=NoValueLossWarning)
+        PPOVariant("MlpPolicy", "CartPole-v1", loss=["clipped_surrogate"])  # meant, and said so
 
 
 def test_unknown_component_parameter_lists_the_accepted_parameters():

@@ -263,6 +263,16 @@ def test_the_command_line_runs_reports_and_retrains(tmp_path, capsys):
 # --- a real PostgreSQL server (the postgresql_url fixture of conftest.py) ----------------------
 
 
+def test_help_shows_how_to_run_a_study_and_every_run_option_with_its_default(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "python -m tuning --env CartPole-v1 --n-trials 40" in text and "``" not in text
+    for option, default in [("--n-trials", "40"), ("--sampler", "tpe"), ("--pruner", "median"), ("--seed", "0"),
+                            ("--n-startup-trials", "10"), ("--storage", "sqlite:///tuning.db")]:  # fmt: skip
+        shown = text[text.index(f"  {option} ") :].split("\n  --")[0]
+        assert f"(default: {default})" in " ".join(shown.split()), option
+
+
 def test_two_commands_share_a_postgresql_study(postgresql_url, tmp_path):
     """What users do on many machines: the same command, twice, against one database."""
     command = [sys.executable, "-m", "tuning", "--env", "CartPole-v1", "--storage", postgresql_url, "--study-name",

@@ -46,25 +46,51 @@ class StoreDict(argparse.Action):
         setattr(namespace, self.dest, result)
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if not unset and action.default not in ([], {}) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the study")
     parser.add_argument("--study-name", help="default: the environment id")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command")
+USAGE = """Tune PPOVariant (its hyperparameters and its loss) with Optuna, then report and retrain the best.
 
-    run = commands.add_parser("run", help="run or resume a study (the default command)")
+  python -m tuning --env CartPole-v1 --n-trials 40 --n-timesteps 50000 --n-jobs 2   # run (or resume) a study
+  python -m tuning report  --study-name CartPole-v1                                 # best.yaml, CSV, plots
+  python -m tuning retrain --study-name CartPole-v1 --seeds 5                       # the best over seeds
+
+The study lives in --storage (default: a SQLite file, tuning.db, here); the same command on several
+machines shares a PostgreSQL study (--storage postgresql://user:pw@host/db). "run" is the default
+command: its options follow. "python -m tuning report --help" and "retrain --help" show theirs."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{run,report,retrain}")
+    defaults = DefaultsShown
+
+    run = commands.add_parser("run", help="run or resume a study (the default command)", formatter_class=defaults)
+    parser.set_defaults(run_parser=run)
     run.add_argument("--env", required=True, help="a Gymnasium environment id")
-    run.add_argument("--n-trials", type=int, default=40, help="trials the study should reach (default 40)")
-    run.add_argument("--n-timesteps", type=int, default=50_000, help="training steps per run (default 50000)")
-    run.add_argument("--n-jobs", type=int, default=1, help="worker processes, one torch thread each (default 1)")
+    run.add_argument("--n-trials", type=int, default=40, help="trials the study should reach")
+    run.add_argument("--n-timesteps", type=int, default=50_000, help="training steps per run")
+    run.add_argument("--n-jobs", type=int, default=1, help="worker processes, one torch thread each")
     _study_arguments(run)
     run.add_argument("--space", help="a YAML file that fixes, restricts or widens the search space")
-    run.add_argument("--sampler", choices=SAMPLERS, default="tpe")
-    run.add_argument("--pruner", choices=PRUNERS, default="median")
-    run.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial (default 0)")
+    run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna's sampler")
+    run.add_argument("--pruner", choices=PRUNERS, default="median", help="stops unpromising trials early")
+    run.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
     run.add_argument("--n-startup-trials", type=int, default=10, help="random trials before the sampler models")
     run.add_argument("--pruner-startup-trials", type=int, default=5, help="trials before the median pruner prunes")
     run.add_argument("--n-envs", type=int, help="training environments (default: the Zoo's, else 1)")
@@ -73,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--n-last-evaluations", type=int, default=3, help="a run scores the mean of its last N")
     run.add_argument("--n-train-seeds", type=int, default=1, help="training runs per trial, value averaged")
     run.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
-    run.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL, help="seconds (default 60)")
+    run.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL, help="seconds")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     run.add_argument(
         "--compile", action="store_true", help="train on PPOVariant's fast path (compile=True; needs a C++ compiler)"
@@ -84,20 +110,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="gymnasium.make keyword arguments, e.g. max_episode_steps:200 g:9.81")  # fmt: skip
     own.add_argument("--eval-env-kwargs", nargs="+", action=StoreDict, metavar="KEY:VALUE",
                      help="the same for the evaluation environments (default: --env-kwargs)")  # fmt: skip
-    own.add_argument("--device", default="cpu", help="torch device the networks train on (default cpu)")
+    own.add_argument("--device", default="cpu", help="torch device the networks train on")
     own.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy", help="subproc: a process per env")
     own.add_argument("--models-dir", type=Path, help="keep each finished trial's model there (trial-<n>.zip)")
 
-    report = commands.add_parser("report", help="best configuration (YAML), trials (CSV), plots, summary")
+    report = commands.add_parser(
+        "report", help="best configuration (YAML), trials (CSV), plots, summary", formatter_class=defaults
+    )
     _study_arguments(report)
     report.add_argument("--out", type=Path, help="folder (default tuning-results/<study name>)")
 
-    retrain = commands.add_parser("retrain", help="the best configuration over seeds, beside SB3's PPO")
+    retrain = commands.add_parser(
+        "retrain", help="the best configuration over seeds, beside SB3's PPO", formatter_class=defaults
+    )
     _study_arguments(retrain)
     retrain.add_argument("--config", type=Path, help="a best.yaml from report instead of a study")
     retrain.add_argument("--trial", type=int, help="this trial instead of the best one")
-    retrain.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
-    retrain.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    retrain.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    retrain.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes")
     retrain.add_argument("--no-baseline", action="store_true", help="skip SB3's PPO")
     retrain.add_argument("--reproduce", action="store_true", help="replay --trial with its recorded seed")
     retrain.add_argument("--out", type=Path, help="folder (default tuning-results/<study name>)")
@@ -191,9 +221,14 @@ def _retrain(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if argv in (["-h"], ["--help"]):  # the top level, then the default command's options with their defaults
+        print(parser.format_help())
+        print(parser.get_default("run_parser").format_help())
+        return 0
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "run")
-    args = _parser().parse_args(argv)
+    args = parser.parse_args(argv)
     args.argv = argv  # recorded on the study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_terminate()  # kill or a job scheduler stops a study as Ctrl-C does

@@ -25,3 +25,9 @@ class RolloutDivergedError(TrainingDivergedError, ValueError):
 
 class ModelFileError(ValueError):
     """A saved model that this version cannot load, and why (a newer format, a broken loss entry)."""
+
+
+class NoValueLossWarning(UserWarning):
+    """A loss with no component that trains the value function: the critic keeps its initial
+    weights while GAE reads it. Silence it with
+    ``warnings.filterwarnings("ignore", category=NoValueLossWarning)`` where that is meant."""

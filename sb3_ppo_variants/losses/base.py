@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import importlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch as th
 
-from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.errors import HyperparameterError, NoValueLossWarning
 from sb3_ppo_variants.common.hooks import TrainingHook
 from sb3_ppo_variants.common.validation import value_at
 
@@ -108,6 +110,8 @@ class LossComponent(TrainingHook):
     so a callback that sets ``model.clip_range`` changes the loss, as in SB3."""
     needs_old_distribution: ClassVar[bool] = False
     """Ask the algorithm for the pre-update distribution (``Minibatch.old_distribution``)."""
+    trains_values: ClassVar[bool] = False
+    """Whether its term trains the value function (a loss with none of these warns)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -216,10 +220,12 @@ def build_component(spec: LossSpec) -> LossComponent:
     if name not in _REGISTRY and module is not None:
         importlib.import_module(module)  # defining the class registers it
     if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.6)
         raise HyperparameterError(
             f"loss component name={name!r} is unknown: accepted values are "
             + ", ".join(sorted(_REGISTRY))
             + " (import the module that defines a custom component before using its name)."
+            + (f" Did you mean {close[0]!r}?" if close else "")
         )
     cls = _REGISTRY[name]
     if not dataclasses.is_dataclass(cls):
@@ -259,6 +265,15 @@ def build_loss(specs: Iterable[LossSpec]) -> list[LossComponent]:
                     f"the algorithm's {attribute!r}: accepted values are lists with at most one of them."
                 )
             owners[attribute] = component.name
+    if not any(component.trains_values for component in components):
+        names = ", ".join(component.name for component in components)
+        warnings.warn(
+            f"loss=[{names}] has no component that trains the value function: the critic keeps its initial "
+            "weights while the advantages (GAE) read it. Add ValueLoss() (SB3's value term), or filter "
+            "NoValueLossWarning if that is what you mean.",
+            NoValueLossWarning,
+            stacklevel=3,
+        )
     transforms = [component.name for component in components if component.transforms_values]
     if len(transforms) > 1:
         raise HyperparameterError(

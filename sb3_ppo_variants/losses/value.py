@@ -47,6 +47,7 @@ class ValueLoss(LossComponent):
     """Where the Huber loss turns from quadratic to linear."""
 
     name: ClassVar[str] = "value"
+    trains_values: ClassVar[bool] = True
     linked: ClassVar[dict[str, str]] = {"coef": "vf_coef", "clip_range": "clip_range_vf"}
 
     def __post_init__(self) -> None:
