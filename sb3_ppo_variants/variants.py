@@ -16,6 +16,7 @@ source in its description; the reference table shows both.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -295,3 +296,32 @@ def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None)
     if variant.epochs_factor != 1:
         arguments["n_epochs"] = variant.epochs_factor * arguments.get("n_epochs", _PPO_N_EPOCHS)
     return {**arguments, **variant.options, "loss": loss}
+
+
+def accepts_variant(init: Callable[..., None]) -> Callable[..., None]:
+    """Give an algorithm's ``__init__`` the ``variant=`` keyword: ``cls(policy, env, variant="spo",
+    **arguments)`` builds ``cls(variant_policy("spo", policy), env, **variant_arguments("spo", arguments))``
+    from the arguments given (SB3 ``PPO`` arguments; the variant's own options, such as PPG's one
+    epoch, take precedence, as in :func:`variant_arguments`). The name is kept as ``model.variant``.
+    A policy alias the algorithm does not have (PPG's phasic policy on a masked or recurrent model)
+    is left as given, so the variant's components refuse the model with their own error."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        given = signature.bind(self, *args, **kwargs).arguments
+        variant = given.pop("variant", None)
+        if variant is None:
+            init(self, *args, **kwargs)
+            return
+        given.pop("self")
+        policy, env = given.pop("policy"), given.pop("env", None)
+        passed_through = {k: given.pop(k) for k in list(given) if k.startswith("_")}
+        arguments = variant_arguments(variant, given)
+        chosen = variant_policy(variant, policy)
+        if isinstance(chosen, str) and chosen not in getattr(type(self), "policy_aliases", {}):
+            chosen = policy
+        init(self, chosen, env, **arguments, **passed_through)
+        self.variant = variant
+
+    return wrapper

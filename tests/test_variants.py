@@ -24,7 +24,7 @@ from sb3_ppo_variants.variants import (
     variant_names,
     variant_policy,
 )
-from tests.conftest import FAST
+from tests.conftest import FAST, parameters_equal
 
 # The statistic that shows each variant is at work, beside SB3's.
 OWN_STATISTIC = {
@@ -138,3 +138,30 @@ def test_cispo_stops_early_on_the_kl_unless_target_kl_says_otherwise():
     assert early_stop == KLEarlyStop(target=0.02)
     *_, early_stop = variant_arguments("cispo", {"target_kl": 0.05})["loss"]
     assert early_stop == KLEarlyStop(target=0.05)
+
+
+@pytest.mark.parametrize("cls", [PPOVariant, MaskablePPOVariant, RecurrentPPOVariant])
+def test_the_variant_keyword_builds_what_variant_arguments_builds(cls, tmp_path):
+    env_id = "CartPole-v1" if cls is not MaskablePPOVariant else InvalidActionEnvDiscrete(dim=4, n_invalid_actions=2)
+    policy = "MlpLstmPolicy" if cls is RecurrentPPOVariant else "MlpPolicy"
+    settings = {**FAST, "n_steps": 32, "batch_size": 32, "clip_range": 0.1}
+    by_keyword = cls(policy, env_id, variant="spo", **settings).learn(64)
+    by_hand = cls(policy, env_id, **variant_arguments("spo", settings)).learn(64)
+    assert parameters_equal(by_keyword.policy, by_hand.policy)
+    assert by_keyword.loss_config() == by_hand.loss_config() and by_keyword.variant == "spo"
+    by_keyword.save(tmp_path / "model.zip")
+    assert cls.load(tmp_path / "model.zip").variant == "spo"
+
+
+def test_the_variant_keyword_gives_ppg_its_phasic_policy_and_refuses_what_a_variant_cannot_serve():
+    model = PPOVariant("MlpPolicy", "CartPole-v1", variant="ppg", **FAST)
+    assert type(model.policy).__name__ == "PhasicActorCriticPolicy" and model.n_epochs == 1
+    with pytest.raises(HyperparameterError, match="accepted policies are PhasicActorCriticPolicy"):
+        MaskablePPOVariant("MlpPolicy", InvalidActionEnvDiscrete(dim=4, n_invalid_actions=2), variant="ppg")
+    with pytest.raises(HyperparameterError, match="V-trace would need to replay the LSTM"):
+        RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", variant="vtrace")
+    with pytest.raises(HyperparameterError, match="Did you mean 'spo'"):
+        PPOVariant("MlpPolicy", "CartPole-v1", variant="sppo")
+    with pytest.raises(HyperparameterError, match="cannot be combined with a named variant"):
+        PPOVariant("MlpPolicy", "CartPole-v1", variant="spo", loss=["clipped_surrogate", "value"])
+    assert PPOVariant("MlpPolicy", "CartPole-v1").variant is None

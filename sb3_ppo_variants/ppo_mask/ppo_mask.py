@@ -17,6 +17,7 @@ from sb3_ppo_variants.training.algorithm import LossComponentsMixin
 from sb3_ppo_variants.training.arguments import check_ppo_arguments
 from sb3_ppo_variants.training.distributions import current_distribution, torch_distribution
 from sb3_ppo_variants.training.scoring import PolicyEvaluation
+from sb3_ppo_variants.variants import accepts_variant
 
 SelfMaskablePPOVariant = TypeVar("SelfMaskablePPOVariant", bound="MaskablePPOVariant")
 
@@ -31,6 +32,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
     exact KL ignores invalid actions. Without ``loss`` it is bit-identical to ``MaskablePPO``.
     """
 
+    @accepts_variant
     def __init__(
         self,
         policy: str | type[MaskableActorCriticPolicy],
@@ -57,6 +59,7 @@ class MaskablePPOVariant(LossComponentsMixin, MaskablePPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         loss: Iterable[LossSpec] | None = None,
+        variant: str | None = None,
         recompute_advantages: bool = False,
         vf_learning_rate: float | Schedule | None = None,
         compile: bool | dict[str, Any] = False,

@@ -18,6 +18,7 @@ from sb3_ppo_variants.training.algorithm import LossComponentsMixin
 from sb3_ppo_variants.training.arguments import check_ppo_arguments
 from sb3_ppo_variants.training.distributions import current_distribution
 from sb3_ppo_variants.training.scoring import PolicyEvaluation
+from sb3_ppo_variants.variants import accepts_variant
 
 SelfRecurrentPPOVariant = TypeVar("SelfRecurrentPPOVariant", bound="RecurrentPPOVariant")
 
@@ -34,6 +35,7 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
     bit-identical to ``RecurrentPPO``.
     """
 
+    @accepts_variant
     def __init__(
         self,
         policy: str | type[RecurrentActorCriticPolicy],
@@ -60,6 +62,7 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         loss: Iterable[LossSpec] | None = None,
+        variant: str | None = None,
         recompute_advantages: bool = False,
         vf_learning_rate: float | Schedule | None = None,
         compile: bool | dict[str, Any] = False,

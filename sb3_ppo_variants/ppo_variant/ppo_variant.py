@@ -28,6 +28,7 @@ from sb3_ppo_variants.phasic.policies import (
 )
 from sb3_ppo_variants.training.algorithm import LossComponentsMixin
 from sb3_ppo_variants.training.arguments import check_ppo_arguments
+from sb3_ppo_variants.variants import accepts_variant
 
 SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
 
@@ -44,6 +45,10 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         ``None`` builds SB3's loss from ``clip_range``, ``ent_coef``, ``vf_coef``,
         ``clip_range_vf`` and ``target_kl``. With a list, those arguments are taken from the
         components; giving one that contradicts a component is an error.
+    :param variant: A named variant (:data:`~sb3_ppo_variants.variants.VARIANTS`, e.g. ``"spo"`` or
+        ``"ppg@recommended"``): the other arguments are read as SB3 ``PPO`` arguments and turned into
+        the variant's (``variant_arguments``), and PPG gets its phasic policy from ``"MlpPolicy"``.
+        Not with ``loss``.
     :param normalize_advantage: ``True`` or ``"minibatch"`` (SB3): normalise the advantages of
         each minibatch; ``"batch"``: once over the whole rollout (RLlib, Spinning Up), and again
         after each recomputation; ``False``: not at all.
@@ -88,6 +93,7 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         "PhasicMultiInputPolicy": PhasicMultiInputActorCriticPolicy,
     }
 
+    @accepts_variant
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
@@ -116,6 +122,7 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         loss: Iterable[LossSpec] | None = None,
+        variant: str | None = None,
         recompute_advantages: bool = False,
         vf_learning_rate: float | Schedule | None = None,
         compile: bool | dict[str, Any] = False,

@@ -71,6 +71,8 @@ class LossComponentsMixin(TrainingLoop):
     recompute_advantages: bool = False
     vf_learning_rate: float | Schedule | None = None
     compile: bool | dict[str, Any] = False
+    variant: str | None = None
+    """The named variant the model was built as (``variant="spo"``), ``None`` if none."""
     _compiled: CompiledScorer | None = None
 
     # --- the loss -----------------------------------------------------------------------
