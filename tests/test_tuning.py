@@ -19,7 +19,8 @@ import pytest
 from optuna.trial import TrialState
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_ppo_variants import PPOVariant
+from sb3_ppo_variants import HyperparameterError, PPOVariant
+from sb3_ppo_variants.common.config import save_config
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, LossComponent, LossTerm, ValueLoss
 from tuning import Objective, Task, TuningError, run_study
 from tuning.__main__ import main
@@ -245,6 +246,20 @@ def test_report_writes_files_that_load_back(tmp_path):
     assert activation in ("torch.nn.Tanh", "torch.nn.ReLU")
     assert type(model.policy.mlp_extractor.policy_net[1]).__name__ == activation.rpartition(".")[2]
     model.learn(model.n_steps * 8)
+
+
+def test_from_config_builds_the_environment_the_file_was_tuned_on_and_refuses_another(tmp_path):
+    path = tmp_path / "best.yaml"
+    task = Task.for_env("Pendulum-v1", 1_000, n_envs=4, normalize=True)
+    save_config(path, "MlpPolicy", {"n_steps": 64, "batch_size": 64, "gamma": 0.9}, task=task.as_dict())
+    model = PPOVariant.from_config(path, seed=0)  # the file's environment, as tuned
+    assert model.env.num_envs == 4 and model.get_vec_normalize_env() is not None
+    assert model.get_vec_normalize_env().gamma == 0.9  # the tuned discount, as the trials normalised rewards
+    assert PPOVariant.from_config(path, "Pendulum-v1").env.num_envs == 4
+    with pytest.raises(HyperparameterError, match=r"env has 1 environment\(s\), but the file was tuned with n_envs=4"):
+        PPOVariant.from_config(path, make_vec_env("Pendulum-v1", n_envs=1))
+    with pytest.raises(HyperparameterError, match="in VecNormalize: that would train something else"):
+        PPOVariant.from_config(path, make_vec_env("Pendulum-v1", n_envs=4))
 
 
 def test_the_command_line_runs_reports_and_retrains(tmp_path, capsys):

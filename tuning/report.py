@@ -2,7 +2,8 @@
 
 Writes into ``out``:
 
-- ``best.yaml``: the best trial's configuration; ``PPOVariant.from_config("best.yaml", env)``
+- ``best.yaml``: the best trial's configuration; ``PPOVariant.from_config("best.yaml")``
+  (on the environment it was tuned on)
   and ``python -m tuning retrain --config best.yaml`` load it as it is;
 - ``best_model.zip``: the best trial's model, when the study ran with ``--models-dir``
   (``PPOVariant.load`` opens it; ``best_model-vecnormalize.pkl`` beside it for a normalised task);

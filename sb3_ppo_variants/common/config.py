@@ -12,9 +12,12 @@ strings to ``eval``::
         - {name: clipped_surrogate, clip_range: 0.2}
         - {name: value, coef: 0.5}
 
-Other top-level keys (the environment, the budget, a seed, where the file came from) are kept
-for the reader and for ``python -m tuning retrain``; ``from_config`` ignores them. Loss entries
-are component configs (:meth:`LossComponent.config`), which the algorithms accept as they are.
+Other top-level keys (the budget, a seed, where the file came from) are kept for the reader and
+for ``python -m tuning retrain``. A ``task`` key (``python -m tuning report`` writes it) says how
+the environment was built when the file was tuned: ``env_id``, ``n_envs``, ``normalize``
+(``VecNormalize``), ``env_kwargs`` and ``gym_packages``; ``from_config`` builds the same (see
+:func:`config_env`). Loss entries are component configs (:meth:`LossComponent.config`), which the
+algorithms accept as they are.
 """
 
 from __future__ import annotations
@@ -70,6 +73,51 @@ def load_config(path: str | Path) -> tuple[str, dict[str, Any]]:
             "(and optionally 'policy')."
         )
     return str(document.get("policy", "MlpPolicy")), from_plain(document["hyperparameters"])
+
+
+def load_task(path: str | Path) -> dict[str, Any] | None:
+    """The file's ``task`` mapping (how its environment was built), ``None`` if it has none."""
+    import yaml
+
+    task = yaml.safe_load(Path(path).read_text()).get("task")
+    return dict(task) if isinstance(task, Mapping) else None
+
+
+def config_env(task: Mapping[str, Any] | None, env: Any, seed: int | None = None, gamma: float = 0.99) -> Any:
+    """The environment a configuration file was tuned on, for ``from_config``.
+
+    Without a ``task``, ``env`` as given. With one: ``env=None`` builds the task's environment, an
+    environment id builds that one the same way (``task.n_envs`` copies with ``env_kwargs``, in
+    ``VecNormalize`` when ``task.normalize``: fresh statistics, as every trial started); an
+    environment object is used when it has ``n_envs`` environments and is normalised exactly when
+    the task was, and refused with the difference otherwise (it would train something else).
+    """
+    if task is None:
+        if env is None:
+            raise HyperparameterError(
+                "env=None is invalid for a file without 'task': accepted values are an environment"
+            )
+        return env
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
+
+    n_envs, normalize = int(task.get("n_envs", 1)), bool(task.get("normalize", False))
+    if env is None or isinstance(env, str):
+        for package in task.get("gym_packages") or ():
+            importlib.import_module(package)  # registers the package's environments
+        env_id = env or task["env_id"]
+        built = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=dict(task.get("env_kwargs") or {}))
+        return VecNormalize(built, gamma=gamma) if normalize else built
+    found = getattr(env, "num_envs", 1)
+    normalized = unwrap_vec_normalize(env) is not None if hasattr(env, "num_envs") else False
+    if found != n_envs or normalized != normalize:
+        said = f"{found} environment(s){', normalised' if normalized else ''}"
+        tuned = f"n_envs={n_envs}{' in VecNormalize' if normalize else ''}"
+        raise HyperparameterError(
+            f"env has {said}, but the file was tuned with {tuned}: that would train something else. Accepted "
+            f"values are env=None or an environment id (from_config builds {tuned}), or an environment built so."
+        )
+    return env
 
 
 def save_config(path: str | Path, policy: str, hyperparameters: Mapping[str, Any], **extra: Any) -> Path:

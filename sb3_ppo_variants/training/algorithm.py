@@ -21,7 +21,7 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_ppo_variants.common.config import load_config
+from sb3_ppo_variants.common.config import config_env, load_config, load_task
 from sb3_ppo_variants.common.errors import HyperparameterError, ModelFileError
 from sb3_ppo_variants.common.hooks import TrainingHook
 from sb3_ppo_variants.common.validation import value_at
@@ -107,14 +107,21 @@ class LossComponentsMixin(TrainingLoop):
                 component.check_model(self)
 
     @classmethod
-    def from_config(cls, path: str | pathlib.Path, env: Any, **overrides: Any) -> Any:
-        """A new model from a configuration file (``python -m tuning report`` writes one).
+    def from_config(cls, path: str | pathlib.Path, env: Any = None, **overrides: Any) -> Any:
+        """A new model from a configuration file (``python -m tuning report`` writes one), on the
+        environment it was tuned on.
 
+        ``env``: ``None`` builds the file's environment as its ``task`` says (``n_envs`` copies, in
+        ``VecNormalize`` if it was normalised); an environment id builds that one the same way; an
+        environment object must have the file's number of environments and normalisation, or it is
+        refused with the difference. A file without ``task`` takes ``env`` as it is.
         ``overrides`` replace the file's keyword arguments (``seed``, ``device``, ``verbose``).
         See :mod:`sb3_ppo_variants.common.config` for the format.
         """
         policy, arguments = load_config(path)
-        return cls(policy, env, **{**arguments, **overrides})
+        arguments = {**arguments, **overrides}
+        env = config_env(load_task(path), env, seed=arguments.get("seed"), gamma=arguments.get("gamma", 0.99))
+        return cls(policy, env, **arguments)
 
     def _configure_loss(self, loss: Iterable[LossSpec] | None, **ppo_arguments: Any) -> None:
         """Build the loss at construction; with an explicit ``loss``, reject PPO arguments it contradicts."""
