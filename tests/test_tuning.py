@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -22,12 +23,15 @@ from stable_baselines3.common.env_util import make_vec_env
 from sb3_ppo_variants import HyperparameterError, PPOVariant
 from sb3_ppo_variants.common.config import save_config
 from sb3_ppo_variants.losses import ClippedSurrogate, EntropyBonus, LossComponent, LossTerm, ValueLoss
+from tests.conftest import parameters_equal
 from tuning import Objective, Task, TuningError, run_study
 from tuning.__main__ import main
+from tuning.models import ModelStore, default_models_dir
+from tuning.objective import train_and_evaluate
 from tuning.report import write_report
-from tuning.retrain import compare, comparison_table, plot_comparison, reproduce
+from tuning.retrain import compare, comparison_table, plot_comparison, reproduce, trial_arguments
 from tuning.space import load_space
-from tuning.storage import open_storage
+from tuning.storage import open_storage, task_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -271,8 +275,45 @@ def test_the_command_line_runs_reports_and_retrains(tmp_path, capsys):
     assert (
         main(["retrain", "--config", str(out / "best.yaml"), "--seeds", "1", "--no-baseline", "--out", str(out)]) == 0
     )
+    assert "[1/1] tuned, seed 0: score" in capsys.readouterr().out  # a line per finished run
+    assert (
+        PPOVariant.load(out / "retrained" / "tuned-seed0.zip").n_steps == yaml_arguments(out / "best.yaml")["n_steps"]
+    )
     assert main(["retrain", "--storage", storage, "--study-name", "CartPole-v1", "--trial", "1", "--reproduce"]) == 0
     assert "replayed exactly" in capsys.readouterr().out
+
+
+def yaml_arguments(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["hyperparameters"]
+
+
+def test_the_readme_command_then_its_next_steps_end_with_the_best_trials_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the README's command, with its default storage here: sqlite:///tuning.db
+    settings = ["--n-timesteps", "1000", "--n-evaluations", "2", "--n-last-evaluations", "1", "--n-eval-episodes", "1"]
+    assert main(["--env", "Pendulum-v1", "--n-trials", "2", "--quiet", *settings]) == 0
+    assert "Next, the best model and configuration: python -m tuning report" in capsys.readouterr().out
+    assert main(["report", "--study-name", "Pendulum-v1"]) == 0
+    printed = capsys.readouterr().out
+    out = Path("tuning-results/Pendulum-v1")
+    assert "PPOVariant.load('tuning-results/Pendulum-v1/best_model.zip')" in printed
+    assert "optuna-dashboard sqlite:///tuning.db" in printed and "python -m tuning retrain" in printed
+    assert sorted(p.name for p in Path("tuning-models").iterdir())  # kept beside the study, not in site-packages
+
+    model = PPOVariant.load(out / "best_model.zip")
+    action, _ = model.predict(np.zeros(3, dtype=np.float32), deterministic=True)
+    assert action.shape == (1,)
+    # The best trial again, from its recorded seed: its final parameters are the file's.
+    study = optuna.load_study(study_name="Pendulum-v1", storage="sqlite:///tuning.db")
+    best = study.best_trial
+    replayed = []
+    train_and_evaluate(
+        task_of(study), trial_arguments(best), best.user_attrs["seed"], on_trained=lambda m, _: replayed.append(m)
+    )
+    assert parameters_equal(replayed[0].policy, model.policy)
+    if task_of(study).normalize:
+        assert (out / "best_model-vecnormalize.pkl").exists()
 
 
 # --- a real PostgreSQL server (the postgresql_url fixture of conftest.py) ----------------------
@@ -325,7 +366,8 @@ def test_a_users_own_environment_is_tuned_as_with_the_zoos_optimize(tmp_path):
     assert study.user_attrs["commands"][0].startswith("python -m tuning run --env CountDown-v0 --gym-packages")
     assert main(["report", "--storage", str(storage), "--study-name", "CountDown-v0", "--out", str(out)]) == 0
     model = PPOVariant.load(out / "best_model.zip")
-    assert model.observation_space.shape == (1,) and len(list(models.glob("trial-*.zip"))) == 2
+    assert model.observation_space.shape == (1,) and all("model_artifacts" in t.user_attrs for t in trials)
+    assert len([p for p in models.rglob("*") if p.is_file()]) == 2  # each finished trial's model, in the store
 
 
 def test_env_kwargs_must_be_key_value_pairs(capsys):
@@ -348,5 +390,24 @@ def test_compile_trains_every_trial_on_the_fast_path(tmp_path):
     assert main([*command, *settings, "--models-dir", str(models), "--pruner", "none"]) == 0
     (trial,) = optuna.load_study(study_name="CartPole-v1", storage=storage).get_trials()
     assert trial.state == TrialState.COMPLETE
-    assert PPOVariant.load(models / "trial-0.zip").compile is True
+    kept = ModelStore(models).fetch(trial, tmp_path / "kept")
+    assert PPOVariant.load(kept["model"]).compile is True
     assert "--compile" in optuna.load_study(study_name="CartPole-v1", storage=storage).user_attrs["commands"][0]
+
+
+def test_a_kept_model_and_its_normalisation_come_back_from_the_store_wherever_it_is_mounted(tmp_path):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    study = optuna.create_study(storage=sqlite(tmp_path), study_name="s")
+    trial = study.ask()
+    model = PPOVariant("MlpPolicy", VecNormalize(make_vec_env("Pendulum-v1", n_envs=2)), n_steps=64, batch_size=64)
+    ModelStore(tmp_path / "store").keep(trial, model)
+    study.tell(trial, 1.0)
+    (tmp_path / "store").rename(tmp_path / "moved")  # another machine mounts the shared folder elsewhere
+    files = ModelStore(tmp_path / "moved").fetch(study.best_trial, tmp_path / "out")
+    assert parameters_equal(PPOVariant.load(files["model"]).policy, model.policy)
+    statistics = VecNormalize.load(str(files["vecnormalize"]), make_vec_env("Pendulum-v1", n_envs=2)).obs_rms
+    assert np.array_equal(statistics.mean, model.get_env().obs_rms.mean)
+    assert statistics.count == model.get_env().obs_rms.count
+    assert default_models_dir("sqlite:///runs/tuning.db") == Path("runs/tuning-models")
+    assert default_models_dir("postgresql://user@host/db") is None  # no folder every machine shares by default

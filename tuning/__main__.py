@@ -112,13 +112,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="the same for the evaluation environments (default: --env-kwargs)")  # fmt: skip
     own.add_argument("--device", default="cpu", help="torch device the networks train on")
     own.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy", help="subproc: a process per env")
-    own.add_argument("--models-dir", type=Path, help="keep each finished trial's model there (trial-<n>.zip)")
+    own.add_argument(
+        "--models-dir",
+        type=Path,
+        help="where each finished trial's model is kept, a folder every worker can write (default: beside a "
+        "SQLite study, tuning-models/ for tuning.db; a PostgreSQL study on several machines needs a shared one)",
+    )
+    own.add_argument("--no-models", action="store_true", help="keep no trial's model")
 
     report = commands.add_parser(
         "report", help="best configuration (YAML), trials (CSV), plots, summary", formatter_class=defaults
     )
     _study_arguments(report)
     report.add_argument("--out", type=Path, help="folder (default tuning-results/<study name>)")
+    report.add_argument("--models-dir", type=Path, help="the study's model store (default: the one it ran with)")
 
     retrain = commands.add_parser(
         "retrain", help="the best configuration over seeds, beside SB3's PPO", formatter_class=defaults
@@ -172,23 +179,47 @@ def _run(args: argparse.Namespace) -> None:
         device=args.device,
         vec_env=args.vec_env,
         models_dir=args.models_dir,
+        keep_models=not args.no_models,
         compile=args.compile,
         command=shlex.join(["python", "-m", "tuning", *args.argv]),
     )
     from tuning.report import summary
 
     print(summary(study))
-    print(f"this command: {time.perf_counter() - start:.0f} s. Next: python -m tuning report --storage {args.storage} "
-          f"--study-name {study.study_name}")  # fmt: skip
+    if not args.no_models and "models_dir" not in study.user_attrs:
+        print("no models were kept: a study on a server keeps them with --models-dir on a folder every machine shares")
+    print(f"this command: {time.perf_counter() - start:.0f} s. Next, the best model and configuration: "
+          f"python -m tuning report --storage {args.storage} --study-name {study.study_name}")  # fmt: skip
 
 
 def _report(args: argparse.Namespace) -> None:
     from tuning.report import summary, write_report
 
     study = _open(args)
-    files = write_report(study, args.out or Path("tuning-results") / study.study_name)
+    files = write_report(study, args.out or Path("tuning-results") / study.study_name, models_dir=args.models_dir)
     print(summary(study))
     print("wrote " + ", ".join(str(path) for path in files.values()))
+    print(next_steps(args.storage, study.study_name, files))
+
+
+def next_steps(storage: str, study_name: str, files: dict[str, Path]) -> str:
+    """What to do with a report: load the model, retrain the configuration, open the dashboard."""
+    lines = ["Next:"]
+    model = files.get("best_model")
+    if model is not None:
+        load = f"PPOVariant.load({str(model)!r})"
+        if "best_vecnormalize" in files:
+            load += f", with VecNormalize.load({str(files['best_vecnormalize'])!r}, env) for its statistics"
+        lines.append(f"  the best trial's model:   from sb3_ppo_variants import PPOVariant; {load}")
+    else:
+        lines.append("  no model was kept for the best trial (run the study with a model store: see --models-dir)")
+    lines += [
+        f"  the same, trained anew:   PPOVariant.from_config({str(files['best'])!r}).learn(...)",
+        f"  over seeds, beside SB3:   python -m tuning retrain --storage {storage} --study-name {study_name} "
+        "--seeds 10",
+        f"  every trial, interactive: optuna-dashboard {storage}",
+    ]
+    return "\n".join(lines)
 
 
 def _retrain(args: argparse.Namespace) -> None:
@@ -208,15 +239,25 @@ def _retrain(args: argparse.Namespace) -> None:
             sys.exit(1)
         return
     task, arguments, source = load_target(study, args.trial, args.config)
-    print(f"retraining {source} on {args.seeds} seeds" + ("" if args.no_baseline else ", beside SB3's PPO"))
-    results = compare(task, arguments, args.seeds, args.n_jobs, include_baseline=not args.no_baseline)
     out = args.out or Path("tuning-results") / (study.study_name if study else Path(args.config).stem)
+    total = args.seeds * (1 if args.no_baseline else 2)
+    print(f"retraining {source} on {args.seeds} seeds" + ("" if args.no_baseline else ", beside SB3's PPO"), flush=True)
+    done = [0]
+
+    def line(label: str, seed: int, score: float, seconds: float) -> None:
+        done[0] += 1
+        print(f"[{done[0]}/{total}] {label}, seed {seed}: score {score:.1f} ({seconds:.0f} s)", flush=True)
+
+    results = compare(
+        task, arguments, args.seeds, args.n_jobs, include_baseline=not args.no_baseline,
+        models_dir=out / "retrained", on_run=line,
+    )  # fmt: skip
     table = comparison_table(task, results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "retrain.md").write_text(f"Retrained {source}.\n\n{table}\n")
     plot = plot_comparison(task, results, out / "retrain.png")
     print(table)
-    print(f"wrote {out / 'retrain.md'}, {plot}")
+    print(f"wrote {out / 'retrain.md'}, {plot} and each run's model in {out / 'retrained'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,6 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from sb3_ppo_variants import PPOVariant, TrainingDivergedError
 from sb3_ppo_variants.common.config import to_plain
 from tuning.errors import TuningError
+from tuning.models import ModelStore
 from tuning.space import SearchSpace, Space
 from tuning.zoo import ZOO_PPO
 
@@ -276,9 +276,9 @@ class Objective:
     :param device: Where the networks train (torch's device; default ``"cpu"``).
     :param vec_env: How the training environments step: ``"dummy"`` (in the worker) or
         ``"subproc"`` (a process each, for slow environments).
-    :param models_dir: Save each finished trial's model there (``trial-<number>.zip``, with
-        ``trial-<number>-vecnormalize.pkl`` for a normalised task), recorded in
-        ``user_attrs["model"]``; ``PPOVariant.load`` opens it. ``None``: no models are kept.
+    :param models_dir: Keep each finished trial's model there, an artifact store shared by the
+        study's workers (see :mod:`tuning.models`; ``user_attrs["model_artifacts"]`` records it, and
+        ``python -m tuning report`` writes the best as ``best_model.zip``). ``None``: no models are kept.
     :param compile: Train every trial on ``PPOVariant``'s fast path (``compile=True``): learning
         statistically the same, not bit-identical; torch's compile cache makes every trial after
         the first on a machine compile from the cache.
@@ -303,7 +303,7 @@ class Objective:
                 f"device={device!r} is invalid: accepted values are torch devices (cpu, cuda, auto)"
             ) from error
         self.task, self.seed, self.device, self.vec_env, self.compile = task, seed, device, vec_env, compile
-        self.models_dir = None if models_dir is None else Path(models_dir)
+        self.models = None if models_dir is None else ModelStore(models_dir)
         self.space = SearchSpace() if space is None else space
         if isinstance(self.space, SearchSpace):
             self.space.check(task.n_envs)
@@ -334,7 +334,7 @@ class Objective:
             try:
                 evaluations = train_and_evaluate(
                     self.task, arguments, seed + k, on_evaluation=report, device=self.device, vec_env=self.vec_env,
-                    on_trained=functools.partial(self._save, trial) if last and self.models_dir else None,
+                    on_trained=functools.partial(self._save, trial) if last and self.models else None,
                     compile=self.compile,
                 )  # fmt: skip
             except TrainingDivergedError as error:
@@ -355,10 +355,5 @@ class Objective:
         """Keep a finished trial's model (a pruned one stopped early: it is not kept)."""
         if len(evaluations) < self.task.n_evaluations:
             return
-        assert self.models_dir is not None
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        path = self.models_dir / f"trial-{trial.number}.zip"
-        model.save(path)
-        if isinstance(model.get_env(), VecNormalize):
-            model.get_env().save(str(self.models_dir / f"trial-{trial.number}-vecnormalize.pkl"))
-        trial.set_user_attr("model", str(path.resolve()))
+        assert self.models is not None
+        self.models.keep(trial, model)

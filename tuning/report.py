@@ -5,8 +5,9 @@ Writes into ``out``:
 - ``best.yaml``: the best trial's configuration; ``PPOVariant.from_config("best.yaml")``
   (on the environment it was tuned on)
   and ``python -m tuning retrain --config best.yaml`` load it as it is;
-- ``best_model.zip``: the best trial's model, when the study ran with ``--models-dir``
-  (``PPOVariant.load`` opens it; ``best_model-vecnormalize.pkl`` beside it for a normalised task);
+- ``best_model.zip``: the best trial's model from the study's model store (:mod:`tuning.models`;
+  kept by default beside a SQLite study), with ``best_model-vecnormalize.pkl`` for a normalised
+  task; ``PPOVariant.load`` opens it;
 - ``trials.csv``: every trial (number, state, value, duration, parameters, seed, reasons);
 - ``optimization_history``, ``param_importances``, ``parallel_coordinate`` and
   ``intermediate_values``, each as ``.png`` (matplotlib) and ``.html`` (plotly, interactive),
@@ -28,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sb3_ppo_variants.common.config import save_config
 from tuning.errors import TuningError
+from tuning.models import MODEL_ARTIFACTS, ModelStore
 from tuning.storage import task_of
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
@@ -103,13 +105,19 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def write_report(study: optuna.Study, out: str | Path) -> dict[str, Path]:
-    """Write the files listed in the module docstring; return them by name."""
+def write_report(study: optuna.Study, out: str | Path, models_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write the files listed in the module docstring; return them by name.
+
+    ``models_dir``: the study's model store (default: the one the study was run with)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     best = best_trial(study)
     files = {"best": save_trial_config(study, best, out / "best.yaml")}
-    if "model" in best.user_attrs and Path(best.user_attrs["model"]).exists():  # run with --models-dir
+    store = models_dir or study.user_attrs.get("models_dir")
+    if MODEL_ARTIFACTS in best.user_attrs and store is not None:
+        kept = ModelStore(store).fetch(best, out)
+        files.update({"best_model" if k == "model" else "best_vecnormalize": v for k, v in kept.items()})
+    elif "model" in best.user_attrs and Path(best.user_attrs["model"]).exists():  # a study from before the store
         model = Path(best.user_attrs["model"])
         files["best_model"] = Path(shutil.copyfile(model, out / "best_model.zip"))
         statistics = model.with_name(f"{model.stem}-vecnormalize.pkl")

@@ -13,8 +13,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +59,9 @@ def reproduce(study: optuna.Study, number: int) -> tuple[dict[int, float], dict[
     return recorded, replayed
 
 
-def _run(task: Task, label: str, arguments: dict[str, Any], seed: int, sb3: bool) -> tuple[str, int, list]:
+def _run(
+    task: Task, label: str, arguments: dict[str, Any], seed: int, sb3: bool, models_dir: Path | None = None
+) -> tuple[str, int, list, float]:
     import torch as th
     from stable_baselines3 import PPO
 
@@ -64,7 +69,24 @@ def _run(task: Task, label: str, arguments: dict[str, Any], seed: int, sb3: bool
 
     th.set_num_threads(1)
     algorithm = PPO if sb3 else PPOVariant
-    return label, seed, train_and_evaluate(task, arguments, seed, algorithm=algorithm)
+    start = time.perf_counter()
+    save = None if models_dir is None else functools.partial(_save, models_dir / f"{_slug(label)}-seed{seed}")
+    evaluations = train_and_evaluate(task, arguments, seed, algorithm=algorithm, on_trained=save)
+    return label, seed, evaluations, time.perf_counter() - start
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in label).strip("-")
+
+
+def _save(stem: Path, model: Any, evaluations: list[tuple[int, float]]) -> None:
+    """A retrained model, ``<stem>.zip``, with ``<stem>-vecnormalize.pkl`` for a normalised task."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    model.save(stem.with_suffix(".zip"))
+    if isinstance(model.get_env(), VecNormalize):
+        model.get_env().save(str(stem.with_name(f"{stem.name}-vecnormalize.pkl")))
 
 
 def baseline(task: Task) -> tuple[str, Task, dict[str, Any]]:
@@ -82,21 +104,36 @@ def compare(
     seeds: int = 5,
     n_jobs: int = 1,
     include_baseline: bool = True,
+    models_dir: str | Path | None = None,
+    on_run: Callable[[str, int, float, float], None] | None = None,
 ) -> dict[str, dict[int, list[tuple[int, float]]]]:
-    """``{label: {seed: [(timesteps, mean return)]}}`` for the tuned configuration and SB3's PPO."""
-    runs: list[tuple[Task, str, dict[str, Any], int, bool]] = [(task, TUNED, arguments, s, False) for s in range(seeds)]
+    """``{label: {seed: [(timesteps, mean return)]}}`` for the tuned configuration and SB3's PPO.
+
+    ``models_dir``: save each run's model there (``<label>-seed<k>.zip``). ``on_run(label, seed,
+    score, seconds)`` is called as each run finishes (the command prints a line)."""
+    folder = None if models_dir is None else Path(models_dir)
+    runs = [(task, TUNED, arguments, s, False, folder) for s in range(seeds)]
+    tasks = {TUNED: task}
     if include_baseline:
         label, baseline_task, baseline_arguments = baseline(task)
-        runs += [(baseline_task, label, baseline_arguments, s, True) for s in range(seeds)]
+        runs += [(baseline_task, label, baseline_arguments, s, True, folder) for s in range(seeds)]
+        tasks[label] = baseline_task
     results: dict[str, dict[int, list]] = {}
+
+    def finished(outcome: tuple[str, int, list, float]) -> None:
+        label, seed, evaluations, seconds = outcome
+        results.setdefault(label, {})[seed] = evaluations
+        if on_run is not None:
+            on_run(label, seed, tasks[label].score(evaluations), seconds)
+
     if n_jobs == 1:
-        outcomes = [_run(*run) for run in runs]
+        for run in runs:
+            finished(_run(*run))
     else:
         with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outcomes = list(pool.map(_run, *zip(*runs, strict=True)))
-    for label, seed, evaluations in outcomes:
-        results.setdefault(label, {})[seed] = evaluations
-    return results
+            for future in as_completed([pool.submit(_run, *run) for run in runs]):
+                finished(future.result())
+    return {label: dict(sorted(by_seed.items())) for label, by_seed in results.items()}
 
 
 def load_target(

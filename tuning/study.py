@@ -11,11 +11,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from tuning.errors import TuningError
+from tuning.models import default_models_dir
 from tuning.objective import Objective, Task
 from tuning.progress import Progress
 from tuning.samplers import make_pruner, make_sampler
@@ -44,6 +46,7 @@ def run_study(
     device: str = "cpu",
     vec_env: str = "dummy",
     models_dir: str | os.PathLike | None = None,
+    keep_models: bool = True,
     compile: bool = False,
     command: str | None = None,
     **task_settings: Any,
@@ -62,8 +65,11 @@ def run_study(
     :param n_jobs: Worker processes, one torch thread each. ``1`` runs in this process.
     :param timeout: Seconds after which no new trial starts.
     :param heartbeat_interval: Seconds; ``None`` turns heartbeats (and retries of lost trials) off.
-    :param device, vec_env, models_dir, compile: How trials run and what they keep (see
-        :class:`~tuning.objective.Objective`).
+    :param device, vec_env, compile: How trials run (see :class:`~tuning.objective.Objective`).
+    :param models_dir: Where each finished trial's model is kept (an artifact store every worker can
+        write, see :mod:`tuning.models`); default: beside a SQLite or journal-file study
+        (``tuning-models/`` for ``tuning.db``); a server's storage keeps none unless it is given.
+    :param keep_models: ``False`` keeps no models.
     :param command: The command line that runs the study, appended to ``user_attrs["commands"]``.
     :param task_settings: :class:`~tuning.objective.Task` fields (``n_envs``, ``n_evaluations``,
         ``n_eval_episodes``, ``n_last_evaluations``, ``n_train_seeds``, ...).
@@ -72,6 +78,9 @@ def run_study(
         if not isinstance(value, int) or value < 1:
             raise TuningError(f"{name}={value!r} is invalid: accepted values are integers >= 1")
     task = Task.for_env(env_id, n_timesteps, **task_settings)
+    if keep_models and models_dir is None:
+        models_dir = default_models_dir(storage or DEFAULT_STORAGE)
+    models_dir = models_dir if keep_models else None
     objective = Objective(task, space, seed, device=device, vec_env=vec_env, models_dir=models_dir, compile=compile)
     settings = _Workers(
         storage_url=storage or DEFAULT_STORAGE,
@@ -94,6 +103,8 @@ def run_study(
     )
     if command is not None:
         study.set_user_attr("commands", [*study.user_attrs.get("commands", []), command])
+    if models_dir is not None:
+        study.set_user_attr("models_dir", str(Path(models_dir).resolve()))  # where report looks first
     progress_bar = Progress(study, n_trials, enabled=progress)
     try:
         if n_jobs == 1:
