@@ -411,3 +411,34 @@ def test_a_kept_model_and_its_normalisation_come_back_from_the_store_wherever_it
     assert statistics.count == model.get_env().obs_rms.count
     assert default_models_dir("sqlite:///runs/tuning.db") == Path("runs/tuning-models")
     assert default_models_dir("postgresql://user@host/db") is None  # no folder every machine shares by default
+
+
+def test_the_summary_speaks_sb3s_names_says_when_trials_tie_and_ranks_only_parameters_every_trial_sampled(tmp_path):
+    from tuning.report import importance_note, ranked_parameters, summary
+
+    study = optuna.create_study(storage=sqlite(tmp_path), study_name="tied", direction="maximize")
+    study.set_user_attr("task", Task.for_env("CartPole-v1", 1_000).as_dict())
+    uniform = optuna.distributions.FloatDistribution(0.0, 1.0)
+    hyperparameters = {
+        "learning_rate": 0.0003,
+        "gamma": 0.99,
+        "loss": [{"name": "clipped_surrogate"}, {"name": "value"}],
+    }
+    for number, value in enumerate([500.0, 500.0, 120.0]):
+        params, distributions = (
+            {"one_minus_gamma": 0.01, "lr": 0.1 * number},
+            {"one_minus_gamma": uniform, "lr": uniform},
+        )
+        if number == 0:  # a conditional parameter, sampled by one trial
+            params["cispo_clip_high"], distributions["cispo_clip_high"] = 0.2, uniform
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value, params=params, distributions=distributions, user_attrs={"hyperparameters": hyperparameters}
+            )
+        )
+    text = summary(study)
+    assert "learning_rate=0.0003, gamma=0.99; loss: clipped_surrogate + value" in text and "one_minus_gamma" not in text
+    assert "2 complete trials tie at the best value 500.00 (trials 0, 1)" in text
+    assert "at or above the environment's reward threshold (475)" in text
+    assert ranked_parameters(study) == ["one_minus_gamma", "lr"]
+    assert "not ranked: cispo_clip_high (1 of 3)" in importance_note(study)

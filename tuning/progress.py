@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,8 +33,32 @@ def status_line(trial: FrozenTrial) -> str:
         outcome = "failed: " + trial.user_attrs.get("fail_reason", "interrupted or its worker was lost")
     else:
         outcome = trial.state.name.lower()
-    loss = trial.params.get("policy_loss")
-    return f"trial {trial.number:>4} {trial.state.name:<8} {outcome}, {seconds:.1f} s" + (f" [{loss}]" if loss else "")
+    described = describe(trial.user_attrs.get("hyperparameters"))
+    return f"trial {trial.number:>4} {trial.state.name:<8} {outcome}, {seconds:.1f} s" + (
+        f" [{described}]" if described else ""
+    )
+
+
+SHOWN = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "max_grad_norm")
+"""The SB3 arguments a one-line description shows, in this order, before the loss."""
+
+
+def describe(hyperparameters: dict[str, Any] | None) -> str:
+    """A trial's arguments in SB3's names: ``learning_rate=0.00031, n_steps=256, ...; loss: name + name``."""
+    if not hyperparameters:
+        return ""
+    parts = [f"{key}={_short(hyperparameters[key])}" for key in SHOWN if key in hyperparameters]
+    loss = hyperparameters.get("loss") or []
+    names = [c.get("name", "?") for c in loss if isinstance(c, dict)]
+    return ", ".join(parts) + (f"; loss: {' + '.join(names)}" if names else "")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict) and "start" in value:  # a schedule's plain form
+        return f"lin_{value['start']:.3g}"
+    return str(value)
 
 
 class Progress:

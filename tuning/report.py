@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sb3_ppo_variants.common.config import save_config
 from tuning.errors import TuningError
 from tuning.models import MODEL_ARTIFACTS, ModelStore
+from tuning.progress import describe
 from tuning.storage import task_of
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
@@ -71,7 +72,7 @@ def save_trial_config(study: optuna.Study, trial: FrozenTrial, path: str | Path)
         value=trial.value,
         seed=trial.user_attrs.get("seed"),
         task=task.as_dict(),
-        params=trial.params,
+        search_space_values=trial.params,  # the study's own names, to enqueue the trial again
     )
 
 
@@ -92,17 +93,43 @@ def summary(study: optuna.Study, top: int = 5) -> str:
         study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value, reverse=True
     )
     if complete:
-        lines += ["", "| trial | value | seconds | policy_loss | parameters |", "|---|---|---|---|---|"]
+        lines += ["", "| trial | value | seconds | arguments (SB3's names) and loss |", "|---|---|---|---|"]
         for t in complete[:top]:
             seconds = t.duration.total_seconds() if t.duration else float("nan")
-            params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items() if k != "policy_loss")
-            loss = t.params.get("policy_loss", "")
-            lines.append(f"| {t.number} | {t.value:.2f} | {seconds:.0f} | {loss} | {params} |")
+            lines.append(
+                f"| {t.number} | {t.value:.2f} | {seconds:.0f} | {describe(t.user_attrs.get('hyperparameters'))} |"
+            )
+        lines += tie_note(study, complete)
     return "\n".join(lines)
 
 
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def tie_note(study: optuna.Study, complete: list[FrozenTrial]) -> list[str]:
+    """A warning when the best value is shared, or at the environment's reward threshold, where the
+    study cannot tell configurations apart (retrain them over seeds to compare)."""
+    best = complete[0].value
+    tied = [t.number for t in complete if t.value == best]
+    notes = []
+    if len(tied) > 1:
+        notes.append(
+            f"{len(tied)} complete trials tie at the best value {best:.2f} (trials {', '.join(map(str, tied[:10]))}"
+            f"{', ...' if len(tied) > 10 else ''}); the best is the first of them: the study cannot tell them apart"
+        )
+    threshold = _reward_threshold(task_of(study).env_id)
+    if threshold is not None and best >= threshold:
+        notes.append(
+            f"the best value is at or above the environment's reward threshold ({threshold:g}): near its ceiling, "
+            "trials differ little; a longer or harder task separates them better"
+        )
+    return ["", *(f"Note: {note}." for note in notes)] if notes else []
+
+
+def _reward_threshold(env_id: str) -> float | None:
+    import gymnasium as gym
+
+    try:
+        return gym.spec(env_id).reward_threshold
+    except gym.error.Error:
+        return None
 
 
 def write_report(study: optuna.Study, out: str | Path, models_dir: str | Path | None = None) -> dict[str, Path]:
@@ -126,7 +153,7 @@ def write_report(study: optuna.Study, out: str | Path, models_dir: str | Path | 
     frame = study.trials_dataframe()
     frame.to_csv(out / "trials.csv", index=False)
     files["trials"] = out / "trials.csv"
-    (out / "summary.md").write_text(summary(study) + "\n")
+    (out / "summary.md").write_text(summary(study) + "\n\n" + importance_note(study) + "\n")
     files["summary"] = out / "summary.md"
     for name in PLOTS:
         try:
@@ -147,6 +174,9 @@ def _plot(study: optuna.Study, name: str, out: Path) -> dict[str, Path]:
     kwargs: dict[str, Any] = {}
     if name == "param_importances":
         kwargs["evaluator"] = optuna.importance.PedAnovaImportanceEvaluator()
+        kwargs["params"] = ranked_parameters(study)
+    elif name == "parallel_coordinate":
+        kwargs["params"] = top_parameters(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Some regimes")  # PED-ANOVA on few trials: said in the docs
@@ -158,6 +188,54 @@ def _plot(study: optuna.Study, name: str, out: Path) -> dict[str, Path]:
         plt.close(figure)
         html = write_html(getattr(plotly_plots, f"plot_{name}")(study, **kwargs), out / f"{name}.html")
     return {f"{name}.png": out / f"{name}.png", f"{name}.html": html}
+
+
+def sampled_counts(study: optuna.Study) -> tuple[int, dict[str, int]]:
+    """``(complete trials, {parameter: how many of them sampled it})``."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    counts: dict[str, int] = {}
+    for trial in complete:
+        for name in trial.params:
+            counts[name] = counts.get(name, 0) + 1
+    return len(complete), counts
+
+
+def ranked_parameters(study: optuna.Study) -> list[str]:
+    """The parameters whose importance is ranked: those every complete trial sampled.
+
+    A conditional parameter (sampled only under some choice, such as ``cispo_clip_high`` under
+    ``policy_loss=cispo``) is left out: its importance would come from the few trials that sampled
+    it, compared with parameters seen by all. :func:`importance_note` lists them with their counts."""
+    total, counts = sampled_counts(study)
+    return [name for name, count in counts.items() if count == total]
+
+
+def top_parameters(study: optuna.Study, top: int = 8) -> list[str]:
+    """The ``top`` ranked parameters by importance (all of them when importances cannot be computed)."""
+    ranked = ranked_parameters(study)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=ranked
+            )
+    except (ValueError, RuntimeError):
+        return ranked[:top]
+    return list(importances)[:top]
+
+
+def importance_note(study: optuna.Study) -> str:
+    """Which parameters the importance plot ranks, and the conditional ones it leaves out."""
+    total, counts = sampled_counts(study)
+    conditional = sorted((name for name, count in counts.items() if count < total), key=lambda n: -counts[n])
+    text = (
+        f"Importances (PED-ANOVA) rank the {len(counts) - len(conditional)} parameters that every one "
+        f"of the {total} complete trials sampled; the parallel-coordinate plot shows the 8 most important."
+    )
+    if conditional:
+        listed = ", ".join(f"{name} ({counts[name]} of {total})" for name in conditional)
+        text += f" Conditional parameters, sampled only under some choices, are not ranked: {listed}."
+    return text
 
 
 def write_html(figure: Any, path: Path) -> Path:
