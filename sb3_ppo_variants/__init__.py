@@ -3,6 +3,7 @@
 from sb3_ppo_variants.common.errors import (
     HyperparameterError,
     ModelFileError,
+    ModelFileWarning,
     NoValueLossWarning,
     RolloutDivergedError,
     TrainingDivergedError,
@@ -10,6 +11,7 @@ from sb3_ppo_variants.common.errors import (
 from sb3_ppo_variants.ppo_mask import MaskablePPOVariant
 from sb3_ppo_variants.ppo_recurrent import RecurrentPPOVariant
 from sb3_ppo_variants.ppo_variant import CnnPolicy, MlpPolicy, MultiInputPolicy, PPOVariant
+from sb3_ppo_variants.training.safe_loading import load_vec_normalize
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,7 @@ __all__ = [
     "MaskablePPOVariant",
     "MlpPolicy",
     "ModelFileError",
+    "ModelFileWarning",
     "MultiInputPolicy",
     "NoValueLossWarning",
     "PPOVariant",
@@ -26,4 +29,5 @@ __all__ = [
     "RolloutDivergedError",
     "TrainingDivergedError",
     "__version__",
+    "load_vec_normalize",
 ]

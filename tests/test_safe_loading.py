@@ -119,14 +119,14 @@ def test_a_pickle_payload_in_a_described_attribute_is_never_unpickled(saved, tmp
     model = PPOVariant.load(malicious, safe=True, device="cpu")  # the plain description is used instead
     assert not marker.exists() and model.observation_space == gym.make("CartPole-v1").observation_space
     with pytest.raises(ValueError, match=r"The space is of type <class '_io\.TextIOWrapper'>"):
-        PPOVariant.load(rewritten_model(saved, observation_space=_payload(marker)), device="cpu")
-    assert marker.exists()  # the threat is real: SB3's own loading ran it before failing
+        PPOVariant.load(rewritten_model(saved, observation_space=_payload(marker)), safe=False, device="cpu")
+    assert marker.exists()  # the threat is real: SB3's own loading (safe=False) ran it before failing
 
 
 def test_a_pickle_payload_in_an_attribute_with_no_plain_form_is_refused_by_name(saved, tmp_path):
     marker = tmp_path / "ran"
-    with pytest.raises(ModelFileError, match=r"safe=True does not unpickle.* no plain-data form of evil \(<class"):
-        PPOVariant.load(rewritten_model(saved, evil=_payload(marker)), safe=True, device="cpu")
+    with pytest.raises(ModelFileError, match=r"runs no code a file carries, and cannot rebuild evil \(<class"):
+        PPOVariant.load(rewritten_model(saved, evil=_payload(marker)), device="cpu")  # safe by default
     assert not marker.exists()
 
 
@@ -190,11 +190,13 @@ def test_a_custom_policy_class_loads_only_when_its_module_is_allowed(tmp_path):
     assert type(model.policy) is CustomPolicy
 
 
-def test_a_model_saved_by_sb3s_ppo_loads_as_before_and_is_refused_in_safe_mode(tmp_path):
-    PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32).save(tmp_path / "sb3.zip")
-    assert isinstance(PPOVariant.load(tmp_path / "sb3.zip", device="cpu"), PPOVariant)
-    with pytest.raises(ModelFileError, match=r"no plain-data form of policy_class .*observation_space .*SB3 wrote it"):
-        PPOVariant.load(tmp_path / "sb3.zip", safe=True, device="cpu")
+def test_a_model_saved_by_sb3s_ppo_loads_safely_by_default_and_as_sb3_loads_it_with_safe_false(tmp_path):
+    sb3 = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32).learn(32)
+    sb3.save(tmp_path / "sb3.zip")
+    safely = PPOVariant.load(tmp_path / "sb3.zip", device="cpu")  # its pickles read by the allow-list unpickler
+    assert safely.observation_space == sb3.observation_space and safely.clip_range(1.0) == 0.2
+    assert parameters_equal(safely.policy, sb3.policy)
+    assert isinstance(PPOVariant.load(tmp_path / "sb3.zip", safe=False, device="cpu"), PPOVariant)
 
 
 # --- malformed files -------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def test_a_missing_file_says_so(tmp_path):
 
 def test_allow_without_safe_is_refused():
     with pytest.raises(HyperparameterError, match=r"allow=\['x'\] needs safe=True"):
-        PPOVariant.load("anything.zip", allow=["x"])
+        PPOVariant.load("anything.zip", allow=["x"], safe=False)
 
 
 def test_a_safe_load_onto_an_environment_checks_its_spaces(saved):

@@ -209,7 +209,7 @@ def next_steps(storage: str, study_name: str, files: dict[str, Path]) -> str:
     if model is not None:
         load = f"PPOVariant.load({str(model)!r})"
         if "best_vecnormalize" in files:
-            load += f", with VecNormalize.load({str(files['best_vecnormalize'])!r}, env) for its statistics"
+            load += f", with load_vec_normalize({str(files['best_vecnormalize'])!r}, env) for its statistics"
         lines.append(f"  the best trial's model:   from sb3_ppo_variants import PPOVariant; {load}")
     else:
         lines.append("  no model was kept for the best trial (run the study with a model store: see --models-dir)")

@@ -31,3 +31,7 @@ class NoValueLossWarning(UserWarning):
     """A loss with no component that trains the value function: the critic keeps its initial
     weights while GAE reads it. Silence it with
     ``warnings.filterwarnings("ignore", category=NoValueLossWarning)`` where that is meant."""
+
+
+class ModelFileWarning(UserWarning):
+    """A model file that loaded with something replaced (a training-only schedule safe loading would not run)."""

@@ -283,7 +283,7 @@ class LossComponentsMixin(TrainingLoop):
         print_system_info: bool = False,
         force_reset: bool = True,
         loss: Iterable[LossSpec] | None = None,
-        safe: bool = False,
+        safe: bool = True,
         allow: Iterable[str] = (),
         **kwargs: Any,
     ) -> Any:
@@ -293,10 +293,12 @@ class LossComponentsMixin(TrainingLoop):
         validated as the constructor validates it (before anything is loaded), and the SB3
         attributes it mirrors follow it. ``custom_objects={"loss": ...}`` means the same.
 
-        :param safe: Unpickle nothing and import no module the file names, so a file from
-            someone else cannot run code (see :mod:`sb3_ppo_variants.training.safe_loading`).
-            A file that needs code to load is refused with a ``ModelFileError`` naming it. The
-            default, ``False``, loads as SB3 does: only open files you trust that way.
+        :param safe: Run no code the file carries (the default): this package's files load from
+            their plain-data descriptions, SB3's own pickles through an allow-list unpickler (spaces,
+            schedules, policy classes; see :mod:`sb3_ppo_variants.training.safe_loading`), and
+            nothing outside the trusted packages and ``allow`` is imported. A file that needs code
+            to load is refused with a ``ModelFileError`` naming it and the ways forward. ``False``
+            loads as SB3 does, unpickling everything: only for files you trust.
         :param allow: With ``safe=True``, modules (or packages) whose classes and components the
             file may import: a custom policy's module, a custom component's.
         """

@@ -6,26 +6,36 @@ zip's ``data`` as JSON, rebuilds those attributes from their descriptions, and h
 SB3's ``load`` as ``custom_objects``, so SB3 unpickles none of them (its tensors already load
 with ``torch.load(weights_only=True)``). What a safe load refuses, naming it and how to allow it:
 
-- a pickled attribute with no description (a file SB3 wrote, a lambda schedule, a custom space);
+- a pickled attribute with no description that the restricted unpickler of
+  :mod:`~sb3_ppo_variants.training.sb3_pickles` cannot read (SB3's own files are read by it: their
+  spaces, schedules and policy classes), except a training-only schedule pickled by value
+  (``lr_schedule``, ``clip_range``, ``clip_range_vf``, ``learning_rate``), which is replaced by the
+  constant 0.0 with a :class:`ModelFileWarning` saying how to pass the real one;
 - a class outside :data:`~sb3_ppo_variants.common.plain_objects.TRUSTED_PACKAGES` and ``allow``
   (a custom policy), or a class of the wrong kind for its place;
 - a loss component whose module it would have to import (a custom component), unless allowed.
 
-SB3's pickles of the last rollout (``_last_obs``, the episode buffers) are left out: the next
-``learn()`` starts from a reset, as it does after ``load(path, env=...)``.
+SB3's pickles of the last rollout (``_last_obs``, the episode buffers) are read by the same
+unpickler; what it cannot read there (an LSTM's tensors) is left out, and the next ``learn()``
+starts from a reset, as it does after ``load(path, env=...)``.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import pathlib
+import warnings
 import zipfile
 from collections.abc import Iterable
 from typing import Any
 
-from sb3_ppo_variants.common.errors import ModelFileError
+from stable_baselines3.common.utils import ConstantSchedule
+
+from sb3_ppo_variants.common.errors import ModelFileError, ModelFileWarning
 from sb3_ppo_variants.common.plain_objects import NotDescribable, describe, rebuild, trusted
+from sb3_ppo_variants.training.sb3_pickles import STATISTICS, UnsafePickle, restricted_loads
 
 RUNTIME_STATE = frozenset(
     {"_last_obs", "_last_episode_starts", "_last_original_obs", "_last_lstm_states"}
@@ -80,20 +90,42 @@ def safe_custom_objects(
     plain = plain if isinstance(plain, dict) else {}
     objects: dict[str, Any] = {"plain_attributes": None}
     refused = []
+    replaced = []
     for key, item in data.items():
         if key in custom_objects or not (isinstance(item, dict) and ":serialized:" in item):
             continue
         if key in plain:
             objects[key] = _of_its_kind(key, rebuild(plain[key], allow, where=f"{shown}: {key}"), shown)
         elif key in RUNTIME_STATE:
-            objects[key] = None
+            try:  # the last rollout's observations and episodes: plain arrays, read when they can be
+                objects[key] = restricted_loads(base64.b64decode(item[":serialized:"]))
+            except (UnsafePickle, ValueError, TypeError):
+                objects[key] = None  # the next learn() starts from a reset
         else:
-            refused.append(f"{key} ({item.get(':type:', 'of unknown type')})")
+            try:
+                objects[key] = _of_its_kind(key, restricted_loads(base64.b64decode(item[":serialized:"])), shown)
+            except (UnsafePickle, ValueError, TypeError) as error:
+                if key in TRAINING_ONLY:
+                    objects[key] = TRAINING_ONLY[key]
+                    replaced.append(key)
+                else:
+                    refused.append(f"{key} ({item.get(':type:', 'of unknown type')}: {error})")
     if refused:
-        origin = "" if "plain_attributes" in data else " SB3 wrote it, or sb3_ppo_variants before safe loading."
         raise ModelFileError(
-            f"{shown}: safe=True does not unpickle, and the file has no plain-data form of {', '.join(refused)}."
-            f"{origin} Load it with safe=False only if you trust the file, or pass those attributes in custom_objects."
+            f"{shown}: safe loading runs no code a file carries, and cannot rebuild {'; '.join(refused)}. "
+            "Ways forward: allow=['module'] for a module you trust that defines one of them; "
+            "custom_objects={name: value} to give a value yourself; or safe=False, only if you trust the file. "
+            "Loading once with safe=False and saving again with sb3_ppo_variants writes a file that loads safely."
+        )
+    if replaced:
+        what = "is a Python function" if len(replaced) == 1 else "are Python functions"
+        wanted = ", ".join(f"{key!r}: ..." for key in replaced)
+        warnings.warn(
+            f"{shown}: {', '.join(replaced)} {what} pickled by value, which safe loading never runs: replaced by "
+            f"the constant 0.0, enough to predict. To train further, pass the real values: "
+            f"custom_objects={{{wanted}}}.",
+            ModelFileWarning,
+            stacklevel=3,
         )
     registered = set(registered)
     for entry in data.get("loss_config") or []:
@@ -104,6 +136,16 @@ def safe_custom_objects(
                 f"which safe loading does not do: import it yourself or pass allow=[{module!r}] if you trust it"
             )
     return {**objects, **custom_objects}
+
+
+TRAINING_ONLY: dict[str, Any] = {
+    "learning_rate": 0.0,
+    "lr_schedule": ConstantSchedule(0.0),
+    "clip_range": ConstantSchedule(0.0),
+    "clip_range_vf": None,
+}
+"""Attributes only training reads, with what replaces them when a file pickled them by value (a
+lambda or closure schedule: SB3 before 2.6 wrote its schedules so); rl_zoo3's ``enjoy`` does the same."""
 
 
 def _data_of(content: bytes, shown: str) -> dict[str, Any]:
@@ -142,3 +184,23 @@ def _of_its_kind(key: str, value: Any, shown: str) -> Any:
         if kind is not None and item is not None and not (isinstance(item, type) and issubclass(item, kind)):
             raise ModelFileError(f"{shown}: {name} is {item!r}, not a subclass of {kind.__name__}")
     return value
+
+
+def load_vec_normalize(path: str | pathlib.Path, venv: Any) -> Any:
+    """``VecNormalize.load(path, venv)`` without unpickling anything but the statistics' allow-list
+    (:data:`~sb3_ppo_variants.training.sb3_pickles.STATISTICS`): a ``ModelFileError`` names what a
+    file carries beyond it."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    content, shown = read_model_file(path)
+    try:
+        statistics = restricted_loads(content, extra=STATISTICS)
+    except UnsafePickle as error:
+        raise ModelFileError(
+            f"{shown}: safe loading runs no code a file carries, and this VecNormalize file has more than its "
+            f"statistics: {error}. Load it with VecNormalize.load only if you trust the file."
+        ) from error
+    if not isinstance(statistics, VecNormalize):
+        raise ModelFileError(f"{shown} holds a {type(statistics).__name__}, not VecNormalize statistics")
+    statistics.set_venv(venv)
+    return statistics
