@@ -442,3 +442,28 @@ def test_the_summary_speaks_sb3s_names_says_when_trials_tie_and_ranks_only_param
     assert "at or above the environment's reward threshold (475)" in text
     assert ranked_parameters(study) == ["one_minus_gamma", "lr"]
     assert "not ranked: cispo_clip_high (1 of 3)" in importance_note(study)
+
+
+def test_a_configuration_file_imports_only_trusted_packages_unless_allowed(tmp_path, monkeypatch):
+    (tmp_path / "file_side_effects.py").write_text(
+        "from pathlib import Path\nPath(__file__).with_name('imported').touch()\nimport torch\nReLU = torch.nn.ReLU\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "best.yaml"
+    hyperparameters = {"n_steps": 64, "batch_size": 64, "policy_kwargs": {"activation_fn": "file_side_effects.ReLU"}}
+    save_config(path, "MlpPolicy", hyperparameters)
+    with pytest.raises(HyperparameterError, match=r"would import module 'file_side_effects'.*allow=\['file_side_eff"):
+        PPOVariant.from_config(path, "CartPole-v1")
+    assert not (tmp_path / "imported").exists()
+    model = PPOVariant.from_config(path, "CartPole-v1", allow=["file_side_effects"])
+    assert (tmp_path / "imported").exists() and model.policy_kwargs["activation_fn"].__name__ == "ReLU"
+
+    task = Task.for_env("CartPole-v1", 1_000).as_dict()
+    save_config(path, "MlpPolicy", {"n_steps": 64}, task={**task, "gym_packages": ["file_side_effects"]})
+    with pytest.raises(HyperparameterError, match="the file's task imports 'file_side_effects'"):
+        PPOVariant.from_config(path)
+    loss = [{"name": "clipped_surrogate"}, {"name": "mine", "module": "file_side_effects"}]
+    save_config(path, "MlpPolicy", {"n_steps": 64, "loss": loss})
+    with pytest.raises(HyperparameterError, match="'mine' would be built by importing module 'file_side_effects'"):
+        PPOVariant.from_config(path, "CartPole-v1")
+    sys.modules.pop("file_side_effects", None)

@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _study_arguments(retrain)
     retrain.add_argument("--config", type=Path, help="a best.yaml from report instead of a study")
+    retrain.add_argument(
+        "--allow", nargs="+", default=[], metavar="MODULE", help="modules the --config file may import classes from"
+    )
     retrain.add_argument("--trial", type=int, help="this trial instead of the best one")
     retrain.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     retrain.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes")
@@ -238,7 +241,7 @@ def _retrain(args: argparse.Namespace) -> None:
         if not same:
             sys.exit(1)
         return
-    task, arguments, source = load_target(study, args.trial, args.config)
+    task, arguments, source = load_target(study, args.trial, args.config, tuple(args.allow))
     out = args.out or Path("tuning-results") / (study.study_name if study else Path(args.config).stem)
     total = args.seeds * (1 if args.no_baseline else 2)
     print(f"retraining {source} on {args.seeds} seeds" + ("" if args.no_baseline else ", beside SB3's PPO"), flush=True)

@@ -137,13 +137,14 @@ def compare(
 
 
 def load_target(
-    study: optuna.Study | None, trial_number: int | None, config: str | Path | None
+    study: optuna.Study | None, trial_number: int | None, config: str | Path | None, allow: tuple[str, ...] = ()
 ) -> tuple[Task, dict[str, Any], str]:
-    """What to retrain: a study's trial (the best by default), or a configuration file."""
+    """What to retrain: a study's trial (the best by default), or a configuration file (importing
+    classes of the trusted packages only, and of the modules ``allow`` names)."""
     if config is not None:
         import yaml
 
-        policy, arguments = load_config(config)
+        policy, arguments = load_config(config, allow)
         document = yaml.safe_load(Path(config).read_text())
         if "task" not in document:
             raise TuningError(f"configuration file {config} has no 'task' (write it with python -m tuning report)")

@@ -23,11 +23,12 @@ algorithms accept as they are.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.plain_objects import trusted
 
 _CLASS_KEYS = ("activation_fn", "features_extractor_class", "optimizer_class")
 
@@ -48,19 +49,32 @@ def to_plain(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def from_plain(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`to_plain`: dotted class names in ``policy_kwargs`` are imported."""
+def from_plain(hyperparameters: Mapping[str, Any], allow: Iterable[str] | None = None) -> dict[str, Any]:
+    """The inverse of :func:`to_plain`: dotted class names in ``policy_kwargs`` are imported.
+
+    ``allow``: where the data comes from a file, import only from the trusted packages (torch,
+    gymnasium, SB3, sb3-contrib, this package) and these modules; ``None``: anything (data this
+    process wrote)."""
     arguments = dict(hyperparameters)
     if arguments.get("policy_kwargs"):
         arguments["policy_kwargs"] = {
-            k: _import_class(k, v) if k in _CLASS_KEYS and isinstance(v, str) else v
+            k: _import_class(k, v, allow) if k in _CLASS_KEYS and isinstance(v, str) else v
             for k, v in arguments["policy_kwargs"].items()
         }
+    if allow is not None:
+        for entry in arguments.get("loss") or []:
+            module = entry.get("module") if isinstance(entry, Mapping) else None
+            if module and not trusted(str(module), allow):
+                raise HyperparameterError(
+                    f"loss component {entry.get('name')!r} would be built by importing module {module!r}, which "
+                    f"a configuration file may not import: pass allow=[{module!r}] if you trust it."
+                )
     return arguments
 
 
-def load_config(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(policy, keyword arguments)`` from a configuration file (see the module docstring)."""
+def load_config(path: str | Path, allow: Iterable[str] = ()) -> tuple[str, dict[str, Any]]:
+    """``(policy, keyword arguments)`` from a configuration file (see the module docstring). It imports
+    classes from the trusted packages only, and from the modules ``allow`` names."""
     import yaml
 
     try:
@@ -72,7 +86,10 @@ def load_config(path: str | Path) -> tuple[str, dict[str, Any]]:
             f"configuration file {path} is invalid: accepted files have a 'hyperparameters' mapping "
             "(and optionally 'policy')."
         )
-    return str(document.get("policy", "MlpPolicy")), from_plain(document["hyperparameters"])
+    try:
+        return str(document.get("policy", "MlpPolicy")), from_plain(document["hyperparameters"], allow)
+    except HyperparameterError as error:
+        raise HyperparameterError(f"configuration file {path}: {error}") from None
 
 
 def load_task(path: str | Path) -> dict[str, Any] | None:
@@ -83,7 +100,9 @@ def load_task(path: str | Path) -> dict[str, Any] | None:
     return dict(task) if isinstance(task, Mapping) else None
 
 
-def config_env(task: Mapping[str, Any] | None, env: Any, seed: int | None = None, gamma: float = 0.99) -> Any:
+def config_env(
+    task: Mapping[str, Any] | None, env: Any, seed: int | None = None, gamma: float = 0.99, allow: Iterable[str] = ()
+) -> Any:
     """The environment a configuration file was tuned on, for ``from_config``.
 
     Without a ``task``, ``env`` as given. With one: ``env=None`` builds the task's environment, an
@@ -104,6 +123,11 @@ def config_env(task: Mapping[str, Any] | None, env: Any, seed: int | None = None
     n_envs, normalize = int(task.get("n_envs", 1)), bool(task.get("normalize", False))
     if env is None or isinstance(env, str):
         for package in task.get("gym_packages") or ():
+            if not trusted(str(package), allow):
+                raise HyperparameterError(
+                    f"the file's task imports {package!r} to register its environments, which a configuration "
+                    f"file may not import: pass allow=[{package!r}] if you trust it, or pass env yourself."
+                )
             importlib.import_module(package)  # registers the package's environments
         env_id = env or task["env_id"]
         built = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=dict(task.get("env_kwargs") or {}))
@@ -141,8 +165,13 @@ def _class_name(value: Any) -> Any:
     return f"{value.__module__}.{value.__qualname__}"
 
 
-def _import_class(key: str, name: str) -> type:
+def _import_class(key: str, name: str, allow: Iterable[str] | None = None) -> type:
     module, _, attribute = name.rpartition(".")
+    if allow is not None and not trusted(module, allow):
+        raise HyperparameterError(
+            f"policy_kwargs {key}={name!r} would import module {module!r}, which a configuration file may not "
+            f"import: pass allow=[{module!r}] if you trust it."
+        )
     try:
         return getattr(importlib.import_module(module), attribute)
     except (ImportError, AttributeError, ValueError) as error:

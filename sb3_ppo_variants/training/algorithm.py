@@ -107,7 +107,7 @@ class LossComponentsMixin(TrainingLoop):
                 component.check_model(self)
 
     @classmethod
-    def from_config(cls, path: str | pathlib.Path, env: Any = None, **overrides: Any) -> Any:
+    def from_config(cls, path: str | pathlib.Path, env: Any = None, allow: Iterable[str] = (), **overrides: Any) -> Any:
         """A new model from a configuration file (``python -m tuning report`` writes one), on the
         environment it was tuned on.
 
@@ -116,11 +116,15 @@ class LossComponentsMixin(TrainingLoop):
         environment object must have the file's number of environments and normalisation, or it is
         refused with the difference. A file without ``task`` takes ``env`` as it is.
         ``overrides`` replace the file's keyword arguments (``seed``, ``device``, ``verbose``).
+        A file is code's input, not code: it may name classes of the trusted packages (torch,
+        gymnasium, SB3, sb3-contrib, this package) only, and modules in ``allow`` (a custom
+        activation, a custom component's module, the task's ``gym_packages``); any other is refused.
         See :mod:`sb3_ppo_variants.common.config` for the format.
         """
-        policy, arguments = load_config(path)
+        policy, arguments = load_config(path, allow)
         arguments = {**arguments, **overrides}
-        env = config_env(load_task(path), env, seed=arguments.get("seed"), gamma=arguments.get("gamma", 0.99))
+        gamma = arguments.get("gamma", 0.99)
+        env = config_env(load_task(path), env, seed=arguments.get("seed"), gamma=gamma, allow=allow)
         return cls(policy, env, **arguments)
 
     def _configure_loss(self, loss: Iterable[LossSpec] | None, **ppo_arguments: Any) -> None:
