@@ -346,3 +346,20 @@ def test_every_row_of_a_plot_has_a_colour_of_its_own_and_sb3s_is_black():
     names = [rows.SB3, *table_rows()[1:], *recommended_rows()]
     colors = report_module.row_colors(names)
     assert colors[rows.SB3] == "#000000" and len(set(colors.values())) == len(names)
+
+
+def test_the_report_sets_each_adaptive_row_against_its_controls(tmp_path):
+    (tmp_path / "random_scores.json").write_text(json.dumps({"Acrobot-v1": -500.0}))
+    protocols = {"Acrobot-v1": ENVS["Acrobot-v1"]}
+    adaptive = [
+        Run(Cell("Acrobot-v1", "kl-adaptive-lr", s), [], -64.0 - s * 0.1, 1.0, None, [3e-4, 4.5e-4]) for s in range(5)
+    ]
+    control = [Run(Cell("Acrobot-v1", "sb3-ppo@lr=0.0015", s), [], -70.0 - s * 0.1, 1.0, None) for s in range(5)]
+    lines = report_module.control_table([*adaptive, *control], ["Acrobot-v1"], protocols, tmp_path, reps=200)
+    assert lines[2].startswith(
+        "| Acrobot-v1 | kl-adaptive-lr | sb3-ppo@lr=0.0015 | 5 | 1.00 [1.00, 1.00] | **better** |"
+    )
+    tied = [Run(Cell("Acrobot-v1", "sb3-ppo@lr=0.0015", s), [], -64.0 - s * 0.1, 1.0, None) for s in range(5)]
+    assert report_module.control_table([*adaptive, *tied], ["Acrobot-v1"], protocols, tmp_path, reps=200)[2].endswith(
+        "| – |"
+    )

@@ -485,6 +485,14 @@ def report(
         ]
     if verdicts:
         text += ["", multiplicity_note(verdicts)]
+    controlled = control_table(runs, envs, protocols, out, reps)
+    if controlled:
+        text += [
+            "",
+            "Controls: each adaptive row against SB3's PPO at fixed learning rates it reached there:",
+            "",
+            *controlled,
+        ]
     rates = learning_rate_table(runs, envs)
     if rates:
         text += ["", "Learning rates reached by the rows that adapt it (every call of every seed):", "", *rates]
@@ -509,6 +517,45 @@ def report(
     result = "\n".join(text) + "\n"
     (out / "results.md").write_text(result)
     return result
+
+
+def control_table(
+    runs: list[Run], envs: list[str], protocols: dict[str, EnvProtocol], out: Path, reps: int
+) -> list[str]:
+    """Each adaptive row against its controls (SB3's PPO at fixed rates it reached) on the same seeds:
+    P(adaptive > control) with its bootstrap interval; "better" only when the adaptation adds to the rate."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    lines = [
+        "| environment | row | control | seeds | P(row > control) [95% CI] | row better than its control |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_id in envs:
+        adaptive = sorted(_learning_rates(runs, env_id))
+        controls = sorted({r.cell.variant for r in runs if r.cell.env == env_id and is_control(r.cell.variant)})
+        if not adaptive or not controls:
+            continue
+        matrices = normalised_scores(runs, [env_id], [*adaptive, *controls], protocols, out)
+        for row in adaptive:
+            for control in controls:
+                if row not in matrices or control not in matrices:
+                    continue
+                seeds = min(len(matrices[row]), len(matrices[control]))
+                pair = {f"{row},{control}": (matrices[row][:seeds], matrices[control][:seeds])}
+                value, interval = rly.get_interval_estimates(
+                    pair,
+                    metrics.probability_of_improvement,
+                    reps=max(reps // 4, 50),
+                    random_state=np.random.RandomState(0),
+                )
+                p = float(np.ravel(value[f"{row},{control}"])[0])
+                low, high = np.ravel(interval[f"{row},{control}"])[:2]
+                lines.append(
+                    f"| {env_id} | {row} | {control} | {seeds} | {p:.2f} [{low:.2f}, {high:.2f}] "
+                    f"| {_verdict(float(low), float(high), seeds)} |"
+                )
+    return lines if len(lines) > 2 else []
 
 
 def multiplicity_note(comparisons: int) -> str:
