@@ -457,7 +457,7 @@ def report(
     runs = [r for r in runs if selected(r.cell)]
     waiting = [cell for cell in waiting_cells(study, planned) if selected(cell)]
     envs = [e for e in asked if any(r.cell.env == e for r in runs)]
-    variants = [v for v in variants or _rows(runs) if any(r.cell.variant == v for r in runs)]
+    variants = [v for v in _rows(runs) if asked_rows is None or v in asked_rows]  # SB3, its controls, VARIANTS order
     out.mkdir(parents=True, exist_ok=True)
     protocols = {env_id: protocol_of(study, env_id) for env_id in envs}
     write_csv(runs, out / "grid.csv")
