@@ -30,4 +30,14 @@ __all__ = [
     "TrainingDivergedError",
     "__version__",
     "load_vec_normalize",
+    "load_zoo_folder",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # load_zoo_folder lives with the Zoo launcher, whose package imports Optuna: only when asked for.
+    if name == "load_zoo_folder":
+        from sb3_ppo_variants.zoo.folders import load_zoo_folder
+
+        return load_zoo_folder
+    raise AttributeError(f"module 'sb3_ppo_variants' has no attribute {name!r}")

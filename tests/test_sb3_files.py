@@ -152,3 +152,54 @@ def test_set_parameters_reads_no_pickle(tmp_path):
     with pytest.raises(Exception, match=r"Weights only load failed|weights_only"):
         model.set_parameters(str(hostile))
     assert not marker.exists()
+
+
+def _zoo_yaml(path: Path, value) -> None:
+    """As the Zoo writes it: PyYAML's default dumper, with the OrderedDict's Python tag."""
+    import yaml
+
+    path.write_text(yaml.dump(value))
+
+
+def test_a_zoo_run_folder_loads_safely_with_its_environment_and_statistics(tmp_path):
+    from collections import OrderedDict
+
+    from sb3_ppo_variants import load_zoo_folder
+
+    run, source = tmp_path / "Pendulum-v1_1", MODELS / "sb3-2.9.2"
+    (run / "Pendulum-v1").mkdir(parents=True)
+    (run / "Pendulum-v1.zip").write_bytes((source / "ppo-box.zip").read_bytes())
+    (run / "Pendulum-v1" / "vecnormalize.pkl").write_bytes((source / "ppo-box-vecnormalize.pkl").read_bytes())
+    config = OrderedDict([("n_envs", 1), ("normalize", "dict(norm_obs=True, norm_reward=False)"), ("n_steps", 32)])
+    _zoo_yaml(run / "Pendulum-v1" / "config.yml", config)
+    _zoo_yaml(run / "Pendulum-v1" / "args.yml", OrderedDict([("algo", "ppo"), ("env", "Pendulum-v1")]))
+    _zoo_yaml(run / "Pendulum-v1" / "env_kwargs.yml", {"g": 9.81})
+    assert "!!python/object/apply:collections.OrderedDict" in (run / "Pendulum-v1" / "config.yml").read_text()
+    model = load_zoo_folder(run)
+    env = model.get_env()
+    assert isinstance(env, VecNormalize) and not env.training and not env.norm_reward
+    expected = load_vec_normalize(source / "ppo-box-vecnormalize.pkl", make_vec_env("Pendulum-v1"))
+    assert np.array_equal(env.obs_rms.mean, expected.obs_rms.mean)
+    assert env.get_attr("g")[0] == 9.81  # env_kwargs applied
+    action, _ = model.predict(env.reset(), deterministic=True)
+    assert action.shape == (1, 1)
+
+
+def test_a_hub_folder_loads_safely_and_a_python_tag_in_its_yaml_runs_nothing(tmp_path):
+    from sb3_ppo_variants import load_zoo_folder
+
+    source = MODELS / "sb3-2.9.2"
+    (tmp_path / "ppo-Pendulum-v1.zip").write_bytes((source / "ppo-box.zip").read_bytes())
+    (tmp_path / "vec_normalize.pkl").write_bytes((source / "ppo-box-vecnormalize.pkl").read_bytes())
+    _zoo_yaml(tmp_path / "config.yml", {"normalize": True})
+    assert isinstance(load_zoo_folder(tmp_path).get_env(), VecNormalize)  # the env from the zip's name
+
+    marker = tmp_path / "ran"
+    (tmp_path / "config.yml").write_text(f"normalize: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ModelFileError, match="safe loading reads plain YAML and OrderedDict only"):
+        load_zoo_folder(tmp_path)
+    _zoo_yaml(tmp_path / "config.yml", {"normalize": "__import__('os').system('touch x')"})
+    (tmp_path / "vec_normalize.pkl").unlink()
+    with pytest.raises(ModelFileError, match="is not a dict of literal values: safe loading evaluates nothing"):
+        load_zoo_folder(tmp_path)
+    assert not marker.exists()
