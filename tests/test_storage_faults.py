@@ -123,3 +123,62 @@ def test_a_nearly_full_disk_fails_before_any_training_for_tuning_and_the_grid(tm
         refused = subprocess.run(grid, cwd=ROOT, capture_output=True, text=True)
         assert refused.returncode == 2 and "has 2.0 MiB free" in refused.stderr
         assert list(folder.iterdir()) == []  # nothing written there
+
+
+@contextlib.contextmanager
+def _reply_lost_once(method: str, when=lambda *args: True) -> Iterator[list[int]]:
+    """The storage's ``method`` commits, then its reply is lost once (a dropped connection)."""
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+
+    original, lost = getattr(RDBStorage, method), []
+
+    def lossy(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if not lost and when(*args):
+            lost.append(1)
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return result
+
+    setattr(RDBStorage, method, lossy)
+    try:
+        yield lost
+    finally:
+        setattr(RDBStorage, method, original)
+
+
+def test_a_trial_created_before_its_reply_was_lost_is_not_created_twice(tmp_path):
+    from tuning.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", None), study_name="s")
+    with _reply_lost_once("_create_new_trial") as lost:
+        trial = study.ask()
+    assert lost and [t.number for t in study.get_trials()] == [trial.number] == [0]
+    with _reply_lost_once("_create_new_trial") as lost:
+        study.enqueue_trial({}, user_attrs={"cell": 1})  # an enqueued one too (the grid's cells)
+    assert lost and len(study.get_trials(states=(TrialState.WAITING,))) == 1
+
+
+def test_a_tell_retried_after_its_reply_was_lost_does_not_raise(tmp_path):
+    from tuning.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", None), study_name="s")
+    trial = study.ask()
+    with _reply_lost_once("set_trial_state_values") as lost:
+        study.tell(trial, 3.0)
+    assert lost and study.get_trials()[0].state == TrialState.COMPLETE and study.get_trials()[0].value == 3.0
+
+
+def test_a_grid_claim_whose_reply_was_lost_is_retried_instead_of_running_forever(tmp_path):
+    from benchmarks.grid.cells import ENVS, Cell
+    from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells
+
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    settings = GridSettings(storage_url=storage, study_name="grid", heartbeat_interval=1)
+    study = open_grid(settings, {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
+    enqueue(study, [Cell("CartPole-v1", "sb3-ppo", 0)])
+    with _reply_lost_once("set_trial_state_values", when=lambda trial_id, state, *rest: state == TrialState.RUNNING):
+        run_cells(settings)  # returns once no cell waits or runs
+    lost_claim, retried = optuna.load_study(study_name="grid", storage=storage).get_trials()
+    assert lost_claim.state == TrialState.FAIL and "fail_reason" not in lost_claim.user_attrs  # stale, not a result
+    assert retried.state == TrialState.COMPLETE and cell_of(retried) == cell_of(lost_claim)

@@ -12,17 +12,21 @@ command lines that ran it (``user_attrs["commands"]``). A ``.log`` path is a jou
 
 from __future__ import annotations
 
+import copy
+import datetime
 import functools
 import os
 import shutil
 import sqlite3
 import time
+import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from tuning.errors import TuningError
 from tuning.objective import Task
@@ -54,24 +58,93 @@ def _connection_lost(error: BaseException) -> bool:
     return False
 
 
+def _retrying(call: Callable[[], Any], done: Callable[[], Any] | None = None) -> Any:
+    """``call()``, tried again with backoff while the database is unreachable (for up to
+    :data:`RECONNECT_SECONDS`). ``done()``, asked before each try after the first, returns the
+    result when the lost try's write had committed (its reply lost), ``None`` when it had not."""
+    deadline, delay, tried = time.monotonic() + RECONNECT_SECONDS, 0.25, False
+    while True:
+        try:
+            if tried and done is not None:
+                result = done()
+                if result is not None:
+                    return result
+            return call()
+        except Exception as error:
+            if not _connection_lost(error) or time.monotonic() + delay > deadline:
+                raise
+            tried = True
+            time.sleep(delay)  # pool_pre_ping then replaces the dead connections
+            delay = min(2 * delay, 8.0)
+
+
 def _reconnecting(method: _Method) -> _Method:
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.25
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except Exception as error:
-                if not _connection_lost(error) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)  # pool_pre_ping then replaces the dead connections
-                delay = min(2 * delay, 8.0)
+        return _retrying(lambda: method(self, *args, **kwargs))
 
     return call  # type: ignore[return-value]
 
 
+CREATION_TOKEN = "sb3_ppo_variants:creation"
+"""A new trial's system attribute: the token that finds it again when the reply to its creation was lost."""
+
+
 class ReconnectingStorage(optuna.storages.RDBStorage):
-    """Optuna's ``RDBStorage``, its every call retried with backoff while the database is unreachable."""
+    """Optuna's ``RDBStorage``, its every call retried with backoff while the database is unreachable.
+
+    Writes that must not be applied twice check, before trying again, whether the lost try had
+    committed: a new trial is found by its creation token (no extra trial), a state already written
+    is success (a retried ``tell`` does not raise), and a claim (``WAITING -> RUNNING``) whose reply
+    was lost leaves the trial with a heartbeat, so a stale-trial check fails it and its retry
+    callback enqueues it again, instead of it staying RUNNING forever.
+    """
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        token = uuid.uuid4().hex
+        template = _with_token(template_trial, token)
+
+        def created() -> FrozenTrial | None:
+            for trial in optuna.storages.RDBStorage.get_all_trials(self, study_id, deepcopy=False):
+                if trial.system_attrs.get(CREATION_TOKEN) == token:
+                    return trial
+            return None
+
+        return _retrying(lambda: optuna.storages.RDBStorage._create_new_trial(self, study_id, template), created)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        def written() -> bool | None:
+            trial = optuna.storages.RDBStorage.get_trial(self, trial_id)
+            if state.is_finished() and trial.state == state:
+                return True  # our tell committed before its reply was lost
+            if state == TrialState.RUNNING and trial.state == TrialState.RUNNING:
+                optuna.storages.RDBStorage.record_heartbeat(self, trial_id)  # stale unless someone beats
+                return False  # whose claim it was cannot be told: let the stale check retry it
+            return None
+
+        return _retrying(
+            lambda: optuna.storages.RDBStorage.set_trial_state_values(self, trial_id, state, values), written
+        )
+
+
+def _with_token(template: FrozenTrial | None, token: str) -> FrozenTrial:
+    if template is None:  # what RDBStorage makes of no template: a RUNNING trial started now
+        return FrozenTrial(
+            number=0,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=datetime.datetime.now(),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={CREATION_TOKEN: token},
+            intermediate_values={},
+            trial_id=0,
+        )
+    template = copy.deepcopy(template)
+    template.system_attrs = {**template.system_attrs, CREATION_TOKEN: token}
+    return template
 
 
 # Optuna's cache and heartbeat code also call these private methods of the storage it wraps.
@@ -79,7 +152,8 @@ _PRIVATE_CALLS = ("_create_new_trial", "_get_best_trial_id", "_get_stale_trial_i
 for _name in dir(optuna.storages.RDBStorage):
     _attribute = getattr(optuna.storages.RDBStorage, _name)
     public = not _name.startswith("_") and _name not in ("upgrade", "remove_session")
-    if callable(_attribute) and (public or _name in _PRIVATE_CALLS):
+    idempotent = _name in ReconnectingStorage.__dict__  # written above, with their own retries
+    if callable(_attribute) and (public or _name in _PRIVATE_CALLS) and not idempotent:
         setattr(ReconnectingStorage, _name, _reconnecting(_attribute))
 
 
