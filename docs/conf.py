@@ -13,6 +13,8 @@ myst_enable_extensions = ["dollarmath"]
 exclude_patterns = ["_build"]
 html_theme = "sphinx_rtd_theme"  # SB3's documentation theme
 html_title = "sb3_ppo_variants"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # wide tables wrap instead of being cut
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
