@@ -85,6 +85,7 @@ window.addEventListener("load", () => {
   const column = document.querySelector(".rst-content").getBoundingClientRect().width;
   const tables = [...document.querySelectorAll("table.docutils")];
   const overflowing = tables.filter((t) => t.getBoundingClientRect().width > column + 1).length;
-  document.body.insertAdjacentHTML("beforeend", `<p id="widths">tables=${tables.length} overflowing=${overflowing}</p>`);
+  const text = `tables=${tables.length} overflowing=${overflowing}`;
+  document.body.insertAdjacentHTML("beforeend", `<p id="widths">${text}</p>`);
 });
 </script>"""

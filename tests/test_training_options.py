@@ -8,7 +8,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_ppo_variants import HyperparameterError, MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
+from sb3_ppo_variants import HyperparameterError, MaskablePPOVariant, ModelFileWarning, PPOVariant, RecurrentPPOVariant
 from sb3_ppo_variants.losses import ClippedSurrogate, LossTerm, Minibatch
 from tests.conftest import FAST, DictEnv, ImageEnv, parameters_equal
 
@@ -132,9 +132,12 @@ def test_value_learning_rate_follows_its_schedule_and_survives_save_and_load(tmp
     model = PPOVariant("MlpPolicy", env, vf_learning_rate=lambda progress: 1e-3 * progress, **FAST).learn(256)
     assert model.policy.optimizer.param_groups[1]["lr"] == pytest.approx(1e-3 * model._current_progress_remaining)
     model.save(tmp_path / "model")
-    loaded = PPOVariant.load(tmp_path / "model", env=env)
+    loaded = PPOVariant.load(tmp_path / "model", env=env, safe=False)  # a lambda: our own file, trusted
     assert len(loaded.policy.optimizer.param_groups) == 2
     assert loaded.vf_learning_rate(0.5) == pytest.approx(5e-4)
+    with pytest.warns(ModelFileWarning, match="vf_learning_rate is a Python function pickled by value"):
+        safely = PPOVariant.load(tmp_path / "model", env=env)  # the default runs none of it: 0.0 in its place
+    assert safely.vf_learning_rate == 0.0
     loaded.learn(128)
 
 

@@ -9,8 +9,9 @@ with ``torch.load(weights_only=True)``). What a safe load refuses, naming it and
 - a pickled attribute with no description that the restricted unpickler of
   :mod:`~sb3_ppo_variants.training.sb3_pickles` cannot read (SB3's own files are read by it: their
   spaces, schedules and policy classes), except a training-only schedule pickled by value
-  (``lr_schedule``, ``clip_range``, ``clip_range_vf``, ``learning_rate``), which is replaced by the
-  constant 0.0 with a :class:`ModelFileWarning` saying how to pass the real one;
+  (``lr_schedule``, ``clip_range``, ``clip_range_vf``, ``learning_rate``, ``vf_learning_rate``),
+  which is replaced by the constant 0.0 with a :class:`ModelFileWarning` saying how to pass the
+  real one;
 - a class outside :data:`~sb3_ppo_variants.common.plain_objects.TRUSTED_PACKAGES` and ``allow``
   (a custom policy), or a class of the wrong kind for its place;
 - a loss component whose module it would have to import (a custom component), unless allowed.
@@ -143,6 +144,7 @@ TRAINING_ONLY: dict[str, Any] = {
     "lr_schedule": ConstantSchedule(0.0),
     "clip_range": ConstantSchedule(0.0),
     "clip_range_vf": None,
+    "vf_learning_rate": 0.0,
 }
 """Attributes only training reads, with what replaces them when a file pickled them by value (a
 lambda or closure schedule: SB3 before 2.6 wrote its schedules so); rl_zoo3's ``enjoy`` does the same."""
