@@ -363,24 +363,19 @@ def trust_region_ratio_bounds(old_probability: th.Tensor, kl_range: float, itera
     ``(lower, upper)`` stacked on the last dimension.
     """
     p = old_probability.detach().to(th.float64).clamp(*TRUST_REGION_PROBABILITY_RANGE)
-
-    def excess(r: th.Tensor) -> th.Tensor:
-        return (1 - p) * th.log((1 - p) / (1 - p * r)) - p * th.log(r) - kl_range
-
-    # The lower root on (0, 1): the excess is positive near 0 and -delta at 1.
-    low, high = th.zeros_like(p), th.ones_like(p)
+    # Both roots at once, side by side: the lower one on (0, 1), where the excess is positive near 0
+    # and -delta at 1; the upper one on (1, 1 / p), -delta at 1 and positive near 1 / p.
+    both = th.cat((p, p))
+    upper_root = th.cat((th.zeros_like(p, dtype=th.bool), th.ones_like(p, dtype=th.bool)))
+    low = th.cat((th.zeros_like(p), th.ones_like(p)))
+    high = th.cat((th.ones_like(p), 1 / p))
     for _ in range(iterations):
         middle = 0.5 * (low + high)
-        inside = excess(middle) < 0  # between the root and 1
-        low, high = th.where(inside, low, middle), th.where(inside, middle, high)
-    lower = 0.5 * (low + high)
-    # The upper root on (1, 1 / p): -delta at 1, positive near 1 / p.
-    low, high = th.ones_like(p), 1 / p
-    for _ in range(iterations):
-        middle = 0.5 * (low + high)
-        inside = excess(middle) < 0
-        low, high = th.where(inside, middle, low), th.where(inside, high, middle)
-    upper = 0.5 * (low + high)
+        excess = (1 - both) * th.log((1 - both) / (1 - both * middle)) - both * th.log(middle) - kl_range
+        inside = excess < 0  # between the root and 1
+        move_high = inside != upper_root  # the lower root is below an inside point, the upper one above
+        low, high = th.where(move_high, low, middle), th.where(move_high, middle, high)
+    lower, upper = (0.5 * (low + high)).split(len(p))
     return th.stack((lower, upper), dim=-1).to(old_probability.dtype)
 
 
