@@ -125,13 +125,20 @@ def import_class(name: str, allow: Iterable[str] = (), where: str = "") -> type:
             f"do: pass allow=[{module!r}] if you trust that module, or safe=False if you trust the whole file"
         )
     try:
-        value: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            value = getattr(value, part)
+        value = find_name(module, qualname)
     except (ImportError, AttributeError) as error:
         raise ModelFileError(f"{where}: the file names {module}.{qualname}, which cannot be found: {error}") from error
     if not isinstance(value, type):
         raise ModelFileError(f"{where}: {module}.{qualname} is not a class")
+    return value
+
+
+def find_name(module: str, qualname: str) -> Any:
+    """``module.qualname`` (``Outer.Inner`` included), importing ``module``: the caller decides first
+    whether it may be imported. Raises ``ImportError`` or ``AttributeError``."""
+    value: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        value = getattr(value, part)
     return value
 
 

@@ -21,12 +21,11 @@ class for ``policy_class``) is checked by the caller.
 
 from __future__ import annotations
 
-import importlib
 import io
 import pickle
 from typing import Any, ClassVar
 
-from sb3_ppo_variants.common.plain_objects import TRUSTED_PACKAGES
+from sb3_ppo_variants.common.plain_objects import TRUSTED_PACKAGES, find_name
 
 GYM_SPACES = {
     f"gym.spaces.{module}": f"gymnasium.spaces.{module}"
@@ -110,9 +109,7 @@ class _Unpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can be
         if root in ("numpy", "collections") and name not in allowed:
             raise UnsafePickle(f"the pickle names {shown}, which safe loading does not rebuild")
         try:
-            value: Any = importlib.import_module(module)
-            for part in name.split("."):
-                value = getattr(value, part)
+            value = find_name(module, name)
         except (ImportError, AttributeError) as error:
             raise UnsafePickle(f"the pickle names {shown}, which cannot be found here ({error})") from error
         if name in allowed:
