@@ -19,6 +19,8 @@ ALGORITHMS = {
     "ppo_with_state": (PPOVariant, "Pendulum-v1"),
     "masked_default": (MaskablePPOVariant, lambda: InvalidActionEnvDiscrete(dim=4, n_invalid_actions=2)),
     "recurrent_default": (RecurrentPPOVariant, "CartPole-v1"),
+    "ppg": (PPOVariant, "CartPole-v1"),
+    "clip_higher": (PPOVariant, "CartPole-v1"),
 }
 FILES = sorted(MODELS.glob("*.zip"))
 
@@ -46,6 +48,20 @@ def test_the_committed_state_comes_back_with_its_components():
     assert model.loss[2].coef != 0.5  # adapted once, after the one call it was trained for
     assert model.loss[3].debiasing_term.item() > 0 and np.isfinite(model.loss[3].running_mean.item())
     assert model.loss[4].momentum_buffer  # outer momentum, one buffer per parameter
+
+
+def test_files_that_name_the_packages_module_paths_load_by_those_names():
+    # PPG's policy class and clip-higher's Scaled schedule are pickled by module path: these files
+    # carry the paths of 0.1.0, which keep resolving wherever the classes live now.
+    (ppg,) = MODELS.glob("ppg-*.zip")
+    model = PPOVariant.load(ppg, device="cpu")
+    assert type(model.policy).__name__ == "PhasicActorCriticPolicy"
+    assert [component.name for component in model.loss][-1] == "phasic_auxiliary_phase"
+    (clip_higher,) = MODELS.glob("clip_higher-*.zip")
+    model = PPOVariant.load(clip_higher, device="cpu")
+    (surrogate,) = [component for component in model.loss if component.name == "clipped_surrogate"]
+    assert type(surrogate.clip_range_high).__name__ == "Scaled"
+    assert surrogate.clip_range_high(1.0) == pytest.approx(0.28)
 
 
 def test_a_file_from_a_newer_format_fails_with_the_reason():

@@ -26,6 +26,10 @@ WITH_STATE = [
 def models() -> dict[str, object]:
     tiny = {"net_arch": [8]}
     return {
+        # These two name this package's module paths in their pickles: PPG's policy class and
+        # clip-higher's Scaled schedule. They keep the paths of 0.1.0 loading after a move.
+        "ppg": PPOVariant("MlpPolicy", "CartPole-v1", variant="ppg", policy_kwargs=tiny, **SMALL),
+        "clip_higher": PPOVariant("MlpPolicy", "CartPole-v1", variant="clip-higher", policy_kwargs=tiny, **SMALL),
         "ppo_default": PPOVariant("MlpPolicy", "CartPole-v1", policy_kwargs=tiny, **SMALL),
         "ppo_with_state": PPOVariant("MlpPolicy", "Pendulum-v1", loss=WITH_STATE, policy_kwargs=tiny, **SMALL),
         "masked_default": MaskablePPOVariant(
@@ -41,4 +45,6 @@ if __name__ == "__main__":
     import sb3_ppo_variants
 
     for name, model in models().items():
-        model.learn(64).save(HERE / f"{name}-{sb3_ppo_variants.__version__}.zip")
+        path = HERE / f"{name}-{sb3_ppo_variants.__version__}.zip"
+        if not path.exists():  # a committed file is never rewritten
+            model.learn(64).save(path)
