@@ -7,7 +7,7 @@ One torch thread. Each part runs ``--steps`` times on the same observations and 
 call is printed, in microseconds per step of all environments: the policy's forward as SB3 runs it
 (``policy(obs)``: the networks, then a torch distribution object, its sample and log-probability,
 with torch's argument checks), the networks alone, our rollout forward
-(:mod:`sb3_ppo_variants.training.inference`: the same numbers on the tensors directly), the same
+(:mod:`sb3_ppo_variants.rollout.inference`: the same numbers on the tensors directly), the same
 with the networks compiled (``compile_options(True)``), and the rest of the step: converting the
 observation, ``env.step``, the clip of Box actions, ``rollout_buffer.add`` and the callbacks'
 ``update_locals`` and ``on_step``. Whole rollouts, with the same totals, are
@@ -28,8 +28,8 @@ from stable_baselines3.common.callbacks import ConvertCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 
-from sb3_ppo_variants.training.compiled import compile_options
-from sb3_ppo_variants.training.inference import policy_heads, rollout_forward
+from sb3_ppo_variants.rollout.inference import policy_heads, rollout_forward
+from sb3_ppo_variants.update.compiled import compile_options
 
 
 def per_call_us(function: Callable[[], Any], steps: int) -> float:

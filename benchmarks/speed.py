@@ -88,7 +88,7 @@ def make_model(algorithm: str, case: dict[str, Any]) -> Any:
     from stable_baselines3.common.vec_env import VecNormalize
 
     from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
-    from tuning.zoo import ZOO_PPO, zoo_ppo_arguments
+    from sb3_ppo_variants.tuning.baselines import ZOO_PPO, zoo_ppo_arguments
 
     if case["env"] == "invalid-actions":
         env = make_vec_env(

@@ -41,7 +41,7 @@ class StatementCounter:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tuning import run_study
+    from sb3_ppo_variants.tuning import run_study
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.storage_round_trips", description=__doc__.splitlines()[0]

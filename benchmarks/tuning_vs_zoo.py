@@ -17,7 +17,7 @@ command and its children over wall seconds: 2.0 is both cores busy), and the bes
 (each study's own objective: the Zoo scores a trial by its last evaluation, ours by the mean of the
 last three; they are not comparable, the retrained scores are). The best configuration of each
 study is then retrained on ``--seeds`` fresh seeds with the trials' budget and scored the same way
-(:func:`tuning.objective.train_and_evaluate`, the mean of the last 3 of 10 evaluations of 5
+(:func:`sb3_ppo_variants.tuning.objective.train_and_evaluate`, the mean of the last 3 of 10 evaluations of 5
 episodes): the Zoo's with SB3's PPO, on the Zoo's settings for the environment plus the sampled
 values, as the Zoo trains it; ours with PPOVariant.
 """
@@ -100,8 +100,8 @@ def retrain_runs(result: dict[str, Any], args: argparse.Namespace) -> list[tuple
     """``(task, arguments, seed, sb3)`` for retraining a study's best configuration."""
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 
-    from tuning.objective import Task
-    from tuning.retrain import baseline, trial_arguments
+    from sb3_ppo_variants.tuning.objective import Task
+    from sb3_ppo_variants.tuning.retrain import baseline, trial_arguments
 
     study = optuna.load_study(study_name=None, storage=result["storage"])
     best = study.best_trial
@@ -125,7 +125,7 @@ def retrain_one(task: Any, arguments: dict[str, Any], seed: int, sb3: bool) -> f
     from stable_baselines3 import PPO
 
     from sb3_ppo_variants import PPOVariant
-    from tuning.objective import train_and_evaluate
+    from sb3_ppo_variants.tuning.objective import train_and_evaluate
 
     th.set_num_threads(1)
     return task.score(train_and_evaluate(task, arguments, seed, algorithm=PPO if sb3 else PPOVariant))

@@ -20,8 +20,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_ppo_variants import PPOVariant
-from sb3_ppo_variants.losses import EntropyBonus, KLPenalty, Surrogate, ValueLoss
-from tuning.zoo import zoo_ppo_arguments
+from sb3_ppo_variants.components import EntropyBonus, KLPenalty, Surrogate, ValueLoss
+from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
 
 
 class PenaltyTrace(BaseCallback):

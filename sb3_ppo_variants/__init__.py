@@ -1,5 +1,8 @@
 """PPO variants for Stable-Baselines3: SB3's PPO with a loss made of pluggable components."""
 
+from sb3_ppo_variants import old_paths
+from sb3_ppo_variants.algorithms import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
+from sb3_ppo_variants.algorithms.ppo import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_ppo_variants.common.errors import (
     HyperparameterError,
     ModelFileError,
@@ -8,12 +11,10 @@ from sb3_ppo_variants.common.errors import (
     RolloutDivergedError,
     TrainingDivergedError,
 )
-from sb3_ppo_variants.ppo_mask import MaskablePPOVariant
-from sb3_ppo_variants.ppo_recurrent import RecurrentPPOVariant
-from sb3_ppo_variants.ppo_variant import CnnPolicy, MlpPolicy, MultiInputPolicy, PPOVariant
-from sb3_ppo_variants.training.safe_loading import load_vec_normalize
+from sb3_ppo_variants.persistence.safe_loading import load_vec_normalize
 
 __version__ = "0.1.0"
+old_paths.install()
 
 __all__ = [
     "CnnPolicy",

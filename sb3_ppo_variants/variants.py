@@ -24,9 +24,10 @@ from typing import Any
 
 from stable_baselines3 import PPO
 
+from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import Scaled
-from sb3_ppo_variants.losses import (
+from sb3_ppo_variants.components import (
     CISPOSurrogate,
     ClippedSurrogate,
     EntropyBonus,
@@ -49,8 +50,7 @@ from sb3_ppo_variants.losses import (
     ValueNormalization,
     VTraceAdvantages,
 )
-from sb3_ppo_variants.phasic import PhasicAuxiliaryPhase
-from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
+from sb3_ppo_variants.components.phasic import PhasicAuxiliaryPhase
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Variant:
     policy_loss: Callable[[Mapping[str, Any]], LossComponent] | None = None
     """Builds the policy loss from the loss arguments; ``None``: PPO's clipped surrogate."""
     value_loss: dict[str, Any] = field(default_factory=dict)
-    """Options of :class:`~sb3_ppo_variants.losses.ValueLoss` beyond its coefficient."""
+    """Options of :class:`~sb3_ppo_variants.components.ValueLoss` beyond its coefficient."""
     extra_loss: Callable[[], list[LossComponent]] | None = None
     """Components added after PPO's."""
     options: dict[str, Any] = field(default_factory=dict)

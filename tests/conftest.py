@@ -21,9 +21,9 @@ import pytest
 import torch as th
 from hypothesis import settings
 
-from sb3_ppo_variants.losses import Minibatch
+from sb3_ppo_variants.components import Minibatch
 
-# Property tests (tests/test_properties.py): fewer examples in CI, where the suite's time is budgeted.
+# Property tests (tests/properties/test_properties.py): fewer examples in CI, where the suite's time is budgeted.
 settings.register_profile("ci", max_examples=15, deadline=None)
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -1,41 +1,13 @@
-"""Optuna studies of PPOVariant's hyperparameters and loss components.
+"""The repository's tuning scripts: ``python -m tuning`` from a checkout.
 
-``python -m tuning`` (see ``tuning/__main__.py``) or, from Python, :func:`run_study`, or
-``study.optimize(Objective(Task.for_env(...)))`` on a study of your own.
+The library lives in :mod:`sb3_ppo_variants.tuning` (installed with the package, whose console
+script ``sb3-ppo-tuning`` is the same command). This folder is not installed; it keeps the
+checkout's command and the import paths of earlier versions (``tuning.space``, ``tuning.zoo``...)
+working, as the same modules.
 """
 
-from tuning.errors import TuningError
-from tuning.objective import Objective, Task, train_and_evaluate, trial_seed
-from tuning.samplers import PRUNERS, SAMPLERS
-from tuning.space import (
-    DEFAULT_PARAMETERS,
-    Parameter,
-    SearchSpace,
-    SearchSpaceError,
-    Space,
-    load_space,
-    ppo_variant_arguments,
-)
-from tuning.storage import DEFAULT_STORAGE, open_storage, open_study
-from tuning.study import run_study
+from sb3_ppo_variants import old_paths
+from sb3_ppo_variants.tuning import *  # noqa: F403  (the names ``tuning`` exported before)
+from sb3_ppo_variants.tuning import __all__ as __all__
 
-__all__ = [
-    "DEFAULT_PARAMETERS",
-    "DEFAULT_STORAGE",
-    "PRUNERS",
-    "SAMPLERS",
-    "Objective",
-    "Parameter",
-    "SearchSpace",
-    "SearchSpaceError",
-    "Space",
-    "Task",
-    "TuningError",
-    "load_space",
-    "open_storage",
-    "open_study",
-    "ppo_variant_arguments",
-    "run_study",
-    "train_and_evaluate",
-    "trial_seed",
-]
+old_paths.install().add(old_paths.MOVED_TUNING_MODULES)

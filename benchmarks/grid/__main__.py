@@ -34,10 +34,10 @@ from benchmarks.grid.queue import (
 )
 from benchmarks.grid.report import report
 from benchmarks.grid.rows import check_row, control_row
-from tuning.errors import TuningError
-from tuning.progress import Progress
-from tuning.storage import HEARTBEAT_INTERVAL
-from tuning.workers import interrupt_on_terminate, run_processes
+from sb3_ppo_variants.tuning.errors import TuningError
+from sb3_ppo_variants.tuning.progress import Progress
+from sb3_ppo_variants.tuning.storage import HEARTBEAT_INTERVAL
+from sb3_ppo_variants.tuning.workers import interrupt_on_terminate, run_processes
 
 CLASSIC_CHEAP = ["CartPole-v1", "Pendulum-v1"]
 CLASSIC_COSTLY = ["Acrobot-v1", "LunarLander-v3"]

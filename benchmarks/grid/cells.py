@@ -1,7 +1,7 @@
 """What a grid cell is and how it trains.
 
 Every cell trains from the RL Baselines3 Zoo's tuned PPO hyperparameters for its environment
-(``tuning.zoo``, the shared base; each variant changes only its own part, see
+(``sb3_ppo_variants.tuning.baselines``, the shared base; each variant changes only its own part, see
 ``sb3_ppo_variants.variants``) and evaluates the deterministic policy on separate environments
 ``n_evaluations`` times, evenly spaced. A run's score is the mean of its last
 ``LAST_EVALUATIONS`` evaluations. The protocol of a grid (budget and evaluation of each
@@ -17,7 +17,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from tuning.zoo import ZOO_PPO
+from sb3_ppo_variants.tuning.baselines import ZOO_PPO
 
 SB3 = "sb3-ppo"
 """The row of SB3's own ``PPO``, the reference every variant is compared with."""
@@ -92,7 +92,7 @@ class Cell:
 def cell_task(cell: Cell, protocol: EnvProtocol) -> Any:
     """The ``tuning`` task a cell trains and is scored by (its score: the mean of its last
     ``LAST_EVALUATIONS`` evaluations)."""
-    from tuning.objective import Task
+    from sb3_ppo_variants.tuning.objective import Task
 
     return Task.for_env(
         cell.env,
@@ -114,13 +114,13 @@ def train_cell(
     """Train and evaluate ``cell``; return its ``[(timesteps, mean return)]``.
 
     It trains its row's setup (``benchmarks.grid.rows``) through ``tuning``'s
-    :func:`~tuning.objective.train_and_evaluate`, the loop a tuning trial runs (one torch thread,
+    :func:`~sb3_ppo_variants.tuning.objective.train_and_evaluate`, the loop a tuning trial runs (one torch thread,
     evaluation environments seeded apart from training). ``compile`` turns on ``PPOVariant``'s
     fast path for the variants' rows (SB3's rows have none). ``records``, if given, receives
     what the row's cells record (the learning rate of every call, for a row that adapts it).
     """
     from benchmarks.grid.rows import LEARNING_RATES, adapts_learning_rate, row_setup
-    from tuning.objective import train_and_evaluate
+    from sb3_ppo_variants.tuning.objective import train_and_evaluate
 
     task = cell_task(cell, protocol)
     algorithm, policy, arguments = row_setup(cell.variant, cell.env, task.policy)

@@ -33,8 +33,8 @@ def measure(env_id: str, steps: int, path: str) -> float:
     from stable_baselines3 import PPO
 
     from sb3_ppo_variants import PPOVariant
-    from tuning.objective import Task, train_and_evaluate
-    from tuning.zoo import zoo_ppo_arguments
+    from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
+    from sb3_ppo_variants.tuning.objective import Task, train_and_evaluate
 
     task = Task.for_env(env_id, steps, n_evaluations=2, n_eval_episodes=5, n_eval_envs=1, n_last_evaluations=1)
     arguments = {**zoo_ppo_arguments(env_id), **({"compile": True} if path == "compile" else {})}

@@ -1,6 +1,6 @@
 """The grid as an Optuna study: each cell an enqueued trial that one worker claims, trains and tells.
 
-The study lives in ``tuning``'s storage (:func:`tuning.storage.open_storage`): a SQLite file by
+The study lives in ``tuning``'s storage (:func:`sb3_ppo_variants.tuning.storage.open_storage`): a SQLite file by
 default, PostgreSQL when workers on many machines share it. A worker claims a waiting trial
 with the storage's own atomic ``WAITING -> RUNNING`` transition, so two workers never train
 the same cell, and sends a heartbeat while it trains. A worker that dies leaves a stale trial:
@@ -36,10 +36,10 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmarks.grid.cells import Cell, EnvProtocol, cell_task, train_cell
 from benchmarks.grid.provenance import provenance
 from benchmarks.grid.rows import row_id, row_identity
-from tuning.errors import TuningError
-from tuning.progress import counts
-from tuning.storage import HEARTBEAT_INTERVAL, open_storage
-from tuning.workers import interrupt_on_terminate
+from sb3_ppo_variants.tuning.errors import TuningError
+from sb3_ppo_variants.tuning.progress import counts
+from sb3_ppo_variants.tuning.storage import HEARTBEAT_INTERVAL, open_storage
+from sb3_ppo_variants.tuning.workers import interrupt_on_terminate
 
 POLL_SECONDS = 5.0
 """How often an idle worker looks again while other workers' cells are still running."""

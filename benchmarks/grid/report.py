@@ -140,7 +140,7 @@ def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
-    from tuning.report import write_html
+    from sb3_ppo_variants.tuning.report import write_html
 
     colors = row_colors(variants)
     drawn = [v for v in variants if v != SB3] + [v for v in variants if v == SB3]

@@ -83,8 +83,8 @@ def row_setup(row: str, env_id: str, policy: Any = "MlpPolicy") -> tuple[Any, An
     from stable_baselines3 import PPO
 
     from sb3_ppo_variants import PPOVariant
+    from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
     from sb3_ppo_variants.variants import variant_arguments, variant_policy
-    from tuning.zoo import zoo_ppo_arguments
 
     check_row(row)
     arguments = zoo_ppo_arguments(env_id)
@@ -97,7 +97,7 @@ def row_setup(row: str, env_id: str, policy: Any = "MlpPolicy") -> tuple[Any, An
 
 def adapts_learning_rate(arguments: dict[str, Any]) -> bool:
     """Whether a component of the loss sets the learning rate of each call (its cells record it)."""
-    from sb3_ppo_variants.common.hooks import TrainingHook
+    from sb3_ppo_variants.components.hooks import TrainingHook
 
     return any(type(c).learning_rate is not TrainingHook.learning_rate for c in arguments.get("loss", []))
 

@@ -36,7 +36,7 @@ def register(search_space: str | Path | None = None) -> None:
     :func:`tuning.load_space` file; the default space without one)."""
     from rl_zoo3 import hyperparams_opt, utils
 
-    from tuning.space import load_space
+    from sb3_ppo_variants.tuning.space import load_space
 
     sampler = ZooSampler(load_space(search_space))
     for name, algorithm in ALGORITHMS.items():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sb3_ppo_variants.algorithms.ppo import PPOVariant
+from sb3_ppo_variants.algorithms.recurrent import RecurrentPPOVariant
 from sb3_ppo_variants.common.errors import TrainingDivergedError
-from sb3_ppo_variants.ppo_recurrent import RecurrentPPOVariant
-from sb3_ppo_variants.ppo_variant import PPOVariant
 from sb3_ppo_variants.zoo.hyperparameters import zoo_arguments
 
 

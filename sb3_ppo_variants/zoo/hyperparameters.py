@@ -16,7 +16,7 @@ schedules. :func:`zoo_arguments` turns those keyword arguments into ``PPOVariant
   four): a schedule decaying linearly from ``x`` to 0 over training, as the Zoo's ``lin_<x>``.
 - ``n_minibatches``: the rollout (``n_steps`` times the number of environments) cut into that
   many minibatches; it replaces ``batch_size``. The search space samples it (see
-  :mod:`tuning.space`), so a trial never asks for a minibatch larger than the rollout.
+  :mod:`sb3_ppo_variants.tuning.space`), so a trial never asks for a minibatch larger than the rollout.
 
 Schedules become SB3's own classes (``LinearSchedule``, or the constant itself), so a model
 the Zoo saves loads with ``PPOVariant.load(path, safe=True)``.
@@ -29,13 +29,13 @@ from typing import Any
 
 from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
 
-from sb3_ppo_variants.common.config import from_plain
+from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import check_int
-from sb3_ppo_variants.losses.base import registered_components
-from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
+from sb3_ppo_variants.components.protocol import registered_components
+from sb3_ppo_variants.persistence.config import from_plain
+from sb3_ppo_variants.tuning.space import minibatch_size
 from sb3_ppo_variants.variants import variant_arguments, variant_policy
-from tuning.space import minibatch_size
 
 LINEAR_PREFIX = "lin_"
 

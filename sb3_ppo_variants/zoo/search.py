@@ -1,4 +1,4 @@
-"""The Zoo's ``-optimize`` on our search space (:mod:`tuning.space`), loss included."""
+"""The Zoo's ``-optimize`` on our search space (:mod:`sb3_ppo_variants.tuning.space`), loss included."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import optuna
 
-from sb3_ppo_variants.common.config import to_plain
-from sb3_ppo_variants.losses.base import linked_values
-from sb3_ppo_variants.training.arguments import LINKED_DEFAULTS
-from tuning.space import SearchSpace, ppo_variant_arguments, with_defaults
+from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS
+from sb3_ppo_variants.components.protocol import linked_values
+from sb3_ppo_variants.persistence.config import to_plain
+from sb3_ppo_variants.tuning.space import SearchSpace, ppo_variant_arguments, with_defaults
 
 
 def trial_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:

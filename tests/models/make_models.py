@@ -1,4 +1,4 @@
-"""Write the saved models that tests/test_model_files.py loads: one per algorithm, written by the
+"""Write the saved models that tests/persistence/test_model_files.py loads: one per algorithm, written by the
 version of the package they were made with. Keep the files; add a new set (not a replacement)
 when the saved format changes, with a migration that loads the old one.
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
-from sb3_ppo_variants.losses import ClippedSurrogate, KLPenalty, OuterUpdate, ValueLoss, ValueNormalization
+from sb3_ppo_variants.components import ClippedSurrogate, KLPenalty, OuterUpdate, ValueLoss, ValueNormalization
 
 HERE = Path(__file__).parent
 SMALL = dict(n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")

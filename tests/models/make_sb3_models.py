@@ -9,7 +9,7 @@ NumPy < 2 where the version needs it); there a small script saves tiny PPO model
 actions), a MaskablePPO and a RecurrentPPO, and a VecNormalize statistics file beside the Box model,
 into ``tests/models/sb3-<version>/``. The networks are tiny (one hidden layer of 8), so the zips
 are small enough to commit. The files are what SB3 itself writes: their pickles are loaded by
-``tests/test_sb3_files.py`` without being executed.
+``tests/persistence/test_sb3_files.py`` without being executed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""Collecting a rollout: SB3's ``collect_rollouts`` (and sb3-contrib's masked one, which differs
+only by the masks), with the policy's forward of :mod:`~sb3_ppo_variants.rollout.inference`.
+
+The steps, the random draws, the callbacks' calls and locals, the timeout bootstrap and the
+buffer's contents are SB3's; :mod:`tests.parity.test_parity` and :mod:`tests.parity.test_contrib_parity` compare
+whole ``learn()`` calls bit for bit. Policies and distributions that
+:func:`~sb3_ppo_variants.rollout.inference.supports_rollout_forward` does not accept, and the
+recurrent algorithm (its rollout carries LSTM states), use their SB3 base class's loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_ppo_variants.common.errors import RolloutDivergedError
+from sb3_ppo_variants.rollout.inference import RolloutForward
+
+
+def collect_rollouts(
+    self: Any,  # the algorithm, named as in SB3's method: callbacks read this function's locals
+    env: VecEnv,
+    callback: BaseCallback,
+    rollout_buffer: RolloutBuffer,
+    n_rollout_steps: int,
+    forward: RolloutForward,
+    use_masking: bool = False,
+) -> bool:
+    """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every environment of ``env``;
+    ``False`` if a callback stopped the rollout. ``use_masking``: sb3-contrib's masked rollout
+    (the environment's action masks go to the policy and into the buffer)."""
+    assert self._last_obs is not None, "No previous observation was provided"
+    self.policy.set_training_mode(False)
+    n_steps = 0
+    action_masks = None
+    rollout_buffer.reset()
+    if use_masking and not is_masking_supported(env):
+        raise ValueError("Environment does not support action masking. Consider using ActionMasker wrapper")
+    buffer_keeps_masks = hasattr(rollout_buffer, "action_masks")  # sb3-contrib's MaskableRolloutBuffer
+    clip = isinstance(self.action_space, spaces.Box) and not self.policy.squash_output
+    discrete = isinstance(self.action_space, spaces.Discrete)
+
+    callback.on_rollout_start()
+
+    while n_steps < n_rollout_steps:
+        with th.no_grad():
+            obs_tensor = obs_as_tensor(self._last_obs, self.device)
+            if use_masking:
+                action_masks = get_action_masks(env)
+            try:
+                actions, values, log_probs = forward(obs_tensor, action_masks)
+            except RolloutDivergedError as error:
+                raise RolloutDivergedError(f"rollout step {n_steps} (timestep {self.num_timesteps}): {error}") from None
+        actions = actions.cpu().numpy()
+        # Gaussian actions are unbounded: clip them to the action space (SB3's rollout does).
+        clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high) if clip else actions
+
+        new_obs, rewards, dones, infos = env.step(clipped_actions)
+        self.num_timesteps += env.num_envs
+
+        callback.update_locals(locals())
+        if not callback.on_step():
+            return False
+
+        self._update_info_buffer(infos, dones)
+        n_steps += 1
+        if discrete:
+            actions = actions.reshape(-1, 1)
+
+        # A time limit is not a terminal state: bootstrap with the value of the last observation
+        # (SB3's issue #633).
+        for idx, done in enumerate(dones):
+            if (
+                done
+                and infos[idx].get("terminal_observation") is not None
+                and infos[idx].get("TimeLimit.truncated", False)
+            ):
+                terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                with th.no_grad():
+                    terminal_value = self.policy.predict_values(terminal_obs)[0]
+                rewards[idx] += self.gamma * terminal_value
+
+        masks = {"action_masks": action_masks} if buffer_keeps_masks else {}
+        rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, **masks)
+        self._last_obs = new_obs
+        self._last_episode_starts = dones
+
+    with th.no_grad():
+        values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
+    rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+    callback.update_locals(locals())
+    callback.on_rollout_end()
+    return True

@@ -1,0 +1,73 @@
+"""The speed benchmark runs end to end on a tiny budget (it measures; tests never time)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SPEED = Path(__file__).parents[2] / "benchmarks" / "speed.py"
+
+
+@pytest.mark.parametrize("case", ["cartpole-kl-penalty", "cartpole-compile"])
+def test_speed_benchmark_prints_a_row_per_algorithm(case):
+    command = [sys.executable, str(SPEED), "--case", case, "--repeats", "1", "--timesteps", "256"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rows = [line for line in output.splitlines() if line.startswith(f"| {case}")]
+    assert [row.split("|")[2].strip() for row in rows] == ["SB3 PPO", "PPOVariant"]
+
+
+FAST_PATH = Path(__file__).parents[2] / "benchmarks" / "fast_path.py"
+
+
+def test_fast_path_benchmark_compares_the_paths_over_seeds():
+    command = [sys.executable, str(FAST_PATH), "--seeds", "0", "1", "--timesteps", "2048"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    assert "| 1 | compile=True |" in output and "| default |" in output
+    assert "Welch's t-test, evaluation returns" in output
+
+
+def test_the_cell_cost_benchmark_extrapolates_a_measured_run_to_the_tables_budget():
+    command = [sys.executable, "-m", "benchmarks.grid.cost", "--envs", "CartPole-v1", "--paths", "sb3", "default"]
+    command += ["--fraction", "0.01"]
+    root = Path(__file__).parents[2]
+    output = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+    (row,) = [line for line in output.splitlines() if line.startswith("| CartPole-v1 |")]
+    measured, cell = row.split("|")[2].strip(), row.split("|")[5].strip()
+    assert measured == "500" and len(cell.split(" / ")) == 2
+
+
+def test_the_speed_benchmark_reports_the_compilers_import_beside_the_compiled_rows():
+    command = [sys.executable, str(SPEED), "--case", "cartpole-compile", "--repeats", "1", "--timesteps", "256"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    assert "Importing torch's compiler adds" in output and "cartpole-compile" in output.splitlines()[-1]
+
+
+ROOT = Path(__file__).parents[2]
+
+
+def tuning_vs_zoo(tmp_path: Path, *studies: str) -> list[str]:
+    command = [sys.executable, "-m", "benchmarks.tuning_vs_zoo", "--envs", "CartPole-v1", "--studies", *studies]
+    command += ["--n-trials", "1", "--n-timesteps", "512", "--n-evaluations", "1", "--n-startup-trials", "1"]
+    command += ["--seeds", "2", "--out", str(tmp_path)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| CartPole-v1")]
+
+
+def test_the_tuning_throughput_benchmark_runs_a_study_and_retrains_its_best(tmp_path):
+    (row,) = tuning_vs_zoo(tmp_path, "ours")
+    assert row.split("|")[2].strip() == "ours" and row.split("|")[-2].strip().endswith("(2)")  # 2 seeds retrained
+
+
+@pytest.mark.slow  # the Zoo's first random trial (seed 0) is 8,192 steps at batch size 4: minutes
+def test_the_tuning_throughput_benchmark_runs_the_zoos_study_beside_ours(tmp_path):
+    rows = tuning_vs_zoo(tmp_path, "zoo", "ours")
+    assert [row.split("|")[2].strip() for row in rows] == ["zoo", "ours"]
+    assert all(row.split("|")[-2].strip().endswith("(2)") for row in rows)
+
+
+def test_the_round_trip_benchmark_counts_the_statements_of_a_study():
+    command = [sys.executable, "-m", "benchmarks.storage_round_trips", "--n-trials", "1", "--n-timesteps", "256"]
+    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    statements = int(output.split("statements per trial: ")[1].split()[0])
+    assert statements > 10  # a trial is created, reports each evaluation and finishes
