@@ -21,7 +21,7 @@ import pytest
 import torch as th
 from hypothesis import settings
 
-from sb3_ppo_variants.components import Minibatch
+from sb3_ppo_variants.components import Minibatch, TrainingContext
 
 # Property tests (tests/properties/test_properties.py): fewer examples in CI, where the suite's time is budgeted.
 settings.register_profile("ci", max_examples=15, deadline=None)
@@ -30,6 +30,25 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # Small, fast settings: a few iterations of a tiny buffer.
 FAST = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
+
+
+def training_context(**fields: Any) -> TrainingContext:
+    """A ``TrainingContext`` for calling a hook by hand: the given fields, the others empty
+    (a stand-in policy copy, one epoch of one update)."""
+    defaults: dict[str, Any] = dict(
+        policy=None,
+        optimizer=None,
+        rollout_buffer=None,
+        progress_remaining=1.0,
+        step=None,
+        policy_copy=lambda: th.nn.Linear(1, 1),
+        value_transform=None,
+        updates_per_epoch=1,
+        n_epochs=1,
+        minibatch_size=1,
+        evaluate_rollout=None,
+    )
+    return TrainingContext(**{**defaults, **fields})
 
 
 def make_batch(**tensors: Any) -> Minibatch:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stable_baselines3.common.utils import FloatSchedule
+
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import check_choice, check_int, check_number
 from sb3_ppo_variants.components.entropy import EntropyBonus
@@ -25,6 +27,15 @@ LINKED_DEFAULTS: dict[str, Any] = {
 }
 """What the SB3 PPO arguments that configure the loss (``clip_range``, ``ent_coef``, ``vf_coef``,
 ``clip_range_vf``, ``target_kl``) default to: the defaults of the fields they mirror."""
+
+
+def sb3_schedule(attribute: str, value: Any) -> Any:
+    """An SB3 attribute as SB3 keeps it once a model is set up: ``clip_range`` and ``clip_range_vf``
+    (when given) as ``FloatSchedule``; the others as they are."""
+    if attribute in ("clip_range", "clip_range_vf") and value is not None:
+        return FloatSchedule(value)
+    return value
+
 
 # How each PPO argument is checked: keyword arguments of check_number, or ("int", low).
 _PPO_ARGUMENT_RULES: dict[str, Any] = {

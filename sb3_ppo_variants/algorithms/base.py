@@ -9,6 +9,7 @@ SB3 attributes it mirrors, saves and loads it; :mod:`~sb3_ppo_variants.update.tr
 from __future__ import annotations
 
 import functools
+import math
 import pathlib
 from collections.abc import Iterable
 from typing import Any
@@ -17,12 +18,12 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
-from stable_baselines3.common.utils import FloatSchedule
+from stable_baselines3.common.utils import explained_variance
 
-from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS, default_loss
+from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS, default_loss, sb3_schedule
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import value_at
-from sb3_ppo_variants.components.hooks import TrainingHook
+from sb3_ppo_variants.components.hooks import TrainingContext, TrainingHook, value_transform_of
 from sb3_ppo_variants.components.protocol import (
     LossComponent,
     LossSpec,
@@ -30,18 +31,24 @@ from sb3_ppo_variants.components.protocol import (
     build_loss,
     linked_values,
 )
-from sb3_ppo_variants.components.vtrace import VTraceAdvantages
 from sb3_ppo_variants.persistence.config import config_env, load_config, load_task
 from sb3_ppo_variants.persistence.model_files import LossFilesMixin, migrated_loss_config
 from sb3_ppo_variants.rollout.collect import collect_rollouts
 from sb3_ppo_variants.rollout.inference import rollout_forward, supports_rollout_forward
 from sb3_ppo_variants.rollout.value_units import values_in_return_units
-from sb3_ppo_variants.update.advantages import PrepareAdvantages
+from sb3_ppo_variants.update.advantages import NormalizeBatchAdvantages, RecomputeAdvantages, evaluate_rollout
 from sb3_ppo_variants.update.compiled import CompiledScorer, check_compile_toolchain, compile_options
 from sb3_ppo_variants.update.distributions import constant_action_dims, current_distribution, torch_distribution
+from sb3_ppo_variants.update.hyperparameters import BoundLoss, bind_loss
 from sb3_ppo_variants.update.optimizer_step import OptimizerStep
 from sb3_ppo_variants.update.scoring import MinibatchScorer, PolicyEvaluation
-from sb3_ppo_variants.update.trainer import TrainingLoop
+from sb3_ppo_variants.update.trainer import (
+    CallResult,
+    DivergenceGuard,
+    Trainer,
+    distribution_checks_off,
+    reduce_to_floats,
+)
 
 # Parameters that only the value function uses (SB3's and sb3-contrib's actor-critic policies).
 _VALUE_PARAMETER_PREFIXES = (
@@ -51,17 +58,16 @@ _VALUE_PARAMETER_PREFIXES = (
     "lstm_critic.",
     "critic.",
 )
-# SB3's algorithms keep these as schedules once the model is set up.
-_SCHEDULED_ATTRIBUTES = ("clip_range", "clip_range_vf")
 
 
-class LossComponentsMixin(LossFilesMixin, TrainingLoop):
+class LossComponentsMixin(LossFilesMixin):
     """A list of loss components for an SB3 on-policy algorithm.
 
     The algorithm's SB3 attributes (``clip_range``, ``clip_range_vf``, ``ent_coef``,
-    ``vf_coef``, ``target_kl``) stay ordinary attributes, saved and loaded as SB3 does; the
-    component fields they mirror (``LossComponent.linked``) are bound to them at the start of
-    each ``train()`` call, so there is one source of truth and callbacks work as with SB3.
+    ``vf_coef``, ``target_kl``) stay ordinary attributes, saved and loaded as SB3 does, and are
+    the one owner of the component fields they mirror (``LossComponent.linked``): each
+    ``train()`` call reads them (see :mod:`~sb3_ppo_variants.update.hyperparameters`), so
+    callbacks that set them work as with SB3.
     """
 
     # This package's options beyond SB3's PPO; class defaults let models saved without them load.
@@ -78,7 +84,14 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
     @property
     def loss(self) -> list[LossComponent]:
         """The loss components. Assigning a list (instances, names or plain data) validates it as
-        the constructor does; the SB3 attributes it mirrors follow the new components."""
+        the constructor does; the SB3 attributes it mirrors follow the new components.
+
+        A linked field reads as the algorithm's attribute it mirrors, the one owner of its value
+        (``model.loss[0].clip_range`` is ``model.clip_range``, which a callback may set)."""
+        for component in self._loss:
+            for field, attr in component.linked.items():
+                if hasattr(self, attr):
+                    object.__setattr__(component, field, getattr(self, attr))  # frozen dataclasses too
         return self._loss
 
     @loss.setter
@@ -89,13 +102,9 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
         set_up = getattr(self, "policy", None) is not None
         for attr, default in LINKED_DEFAULTS.items():
             value = linked.get(attr, default)
-            if set_up and attr in _SCHEDULED_ATTRIBUTES and value is not None:
-                value = FloatSchedule(value)
-            setattr(self, attr, value)
+            setattr(self, attr, sb3_schedule(attr, value) if set_up else value)
         self._loss = components
         self._compiled = None  # the compiled graph reads the components it was built with
-        if set_up:
-            self._bind_linked_hyperparameters()
 
     def _check_loss(self, components: list[LossComponent]) -> None:
         """Refuse components this algorithm or its action space cannot serve (a clear error at
@@ -160,7 +169,6 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
         self._check_loss(self._loss)
         self._old_policy: BasePolicy | None = None
         self._compiled = None
-        self._bind_linked_hyperparameters()
         if self.vf_learning_rate is not None:
             self._split_value_parameters()
         if self.compile:
@@ -171,15 +179,10 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
             if group.get("foreach", False) is None:
                 group["foreach"] = True
 
-    def _bind_linked_hyperparameters(self) -> None:
-        for component in self.loss:
-            for field, attr in component.linked.items():
-                setattr(component, field, getattr(self, attr))
-
     @property
     def value_transform(self) -> TrainingHook | None:
         """The component that normalises value predictions, if any (see ``TrainingHook``)."""
-        return next((component for component in self.loss if component.transforms_values), None)
+        return value_transform_of(self.loss)
 
     # --- learning rates -------------------------------------------------------------------
 
@@ -233,20 +236,94 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
             forward = rollout_forward(self.policy)  # type: ignore[arg-type]
             return collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps, forward, *arguments)
 
-    def _training_hooks(self) -> list[TrainingHook]:
-        """The loop's own hooks, then the components (each is a hook too)."""
-        advantages = PrepareAdvantages(
-            recompute=self.recompute_advantages,
-            normalize_batch=self.normalize_advantage == "batch",
-            last_obs=self._last_obs,
-            last_episode_starts=self._last_episode_starts,
-            chunk_size=self.batch_size,
-            device=self.device,
-            values_in_return_units=functools.partial(values_in_return_units, self.policy, self.value_transform),
-            vtrace=next((c for c in self.loss if isinstance(c, VTraceAdvantages)), None),
-            score=self._values_and_log_ratio,
+    def train(self) -> None:
+        """Update the policy on the rollout buffer: ``n_epochs`` passes of minibatch steps
+        (:class:`~sb3_ppo_variants.update.trainer.Trainer`), on the loss bound for this call."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        progress = self._current_progress_remaining
+        loss = bind_loss(self.loss, {attr: getattr(self, attr) for attr in LINKED_DEFAULTS}, progress)
+        old_policy = self._pre_update_policy()
+        guard = DivergenceGuard(loss.components, self.max_grad_norm, self._n_updates)
+        parameters = list(self.policy.parameters())
+        optimizer_step = OptimizerStep.for_optimizer(self.policy.optimizer, parameters, fused=bool(self.compile))
+        try:
+            with distribution_checks_off(), optimizer_step as optimizer:
+                stoppers = [component for component in loss.components if component.stops_early]
+                trainer = Trainer(
+                    rollout_buffer=self.rollout_buffer,
+                    n_epochs=self.n_epochs,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    score=self._scorer(optimizer, old_policy, progress, loss, keep_batch=bool(stoppers)),
+                    optimizer=optimizer,
+                    guard=guard,
+                    hooks=self._training_hooks(loss.components),
+                    stoppers=stoppers,
+                    verbose=self.verbose,
+                )
+                result = trainer.run(self._training_context(progress, loss.components, guard))
+            means = reduce_to_floats(result.stats)
+            for component in loss.components:
+                means.update(component.after_train(means))
+        finally:
+            loss.commit()
+            self._n_updates = guard.n_updates
+        self._record_train_stats(means, result)
+
+    def _record_train_stats(self, means: dict[str, float], result: CallResult) -> None:
+        for key, value in {**means, **result.phase_stats}.items():
+            self.logger.record(f"train/{key}", value)
+        if result.loss is not None:
+            self.logger.record("train/loss", result.loss.item())
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
         )
-        return [advantages, *self.loss]
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _training_context(
+        self, progress_remaining: float, components: list[LossComponent], guard: DivergenceGuard
+    ) -> TrainingContext:
+        rollout_size = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
+        minibatch_size = self.batch_size or rollout_size  # MaskablePPO's None: the whole rollout
+        transform = value_transform_of(components)
+        return TrainingContext(
+            policy=self.policy,
+            optimizer=self.policy.optimizer,
+            rollout_buffer=self.rollout_buffer,
+            progress_remaining=progress_remaining,
+            step=functools.partial(guard.gradient_step, self.policy, self.policy.optimizer),
+            policy_copy=self.policy_copy,
+            value_transform=transform,
+            updates_per_epoch=math.ceil(rollout_size / minibatch_size),
+            n_epochs=self.n_epochs,
+            minibatch_size=minibatch_size,
+            evaluate_rollout=functools.partial(
+                evaluate_rollout,
+                self.rollout_buffer,
+                minibatch_size,
+                self._values_and_log_ratio,
+                self.policy,
+                self._last_obs,
+                self._last_episode_starts,
+                functools.partial(values_in_return_units, self.policy, transform),
+            ),
+        )
+
+    def _training_hooks(self, components: list[LossComponent]) -> list[TrainingHook]:
+        """The algorithm's advantage recomputation, the components (each is a hook too), then the
+        batch normalisation of advantages, which follows whatever recomputed them."""
+        recomputed_by_component = any(component.recomputes_advantages for component in components)
+        return [
+            RecomputeAdvantages(self.recompute_advantages and not recomputed_by_component),
+            *components,
+            NormalizeBatchAdvantages(
+                self.normalize_advantage == "batch", every_epoch=self.recompute_advantages or recomputed_by_component
+            ),
+        ]
 
     def _values_and_log_ratio(self, rollout_data: Any) -> tuple[th.Tensor, th.Tensor]:
         batch = self._minibatch_scorer().minibatch(rollout_data, None, 1.0)
@@ -257,28 +334,25 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
         optimizer: OptimizerStep,
         old_policy: BasePolicy | None,
         progress_remaining: float,
-        schedules: list[dict[str, Any]],
+        loss: BoundLoss,
         keep_batch: bool,
     ) -> Any:
-        """This call's ``score(rollout_data) -> ScoredMinibatch``: eager, or compiled with ``compile``.
-
-        ``schedules``: each component's schedule fields, which hold their values this call.
-        """
-        scorer = self._minibatch_scorer()
+        """This call's ``score(rollout_data) -> ScoredMinibatch``: eager, or compiled with ``compile``."""
+        scorer = self._minibatch_scorer(value_transform_of(loss.components))
         if not self.compile:
             return functools.partial(
                 scorer.score,
                 old_policy=old_policy,
                 progress_remaining=progress_remaining,
-                components=self.loss,
+                components=loss.components,
                 keep_batch=keep_batch,
             )
         if self._compiled is None:
             self._compiled = CompiledScorer(scorer, compile_options(self.compile))
-        graph_components = self._compiled.graph_components(self.loss, schedules, self.device)
+        graph_components = self._compiled.graph_components(loss.components, loss.schedules, self.device)
         return self._compiled.for_call(optimizer, old_policy, progress_remaining, graph_components, keep_batch)
 
-    def _minibatch_scorer(self) -> MinibatchScorer:
+    def _minibatch_scorer(self, value_transform: TrainingHook | None = None) -> MinibatchScorer:
         return MinibatchScorer(
             policy=self.policy,
             evaluate=self._evaluate,
@@ -286,7 +360,7 @@ class LossComponentsMixin(LossFilesMixin, TrainingLoop):
             sample_mask=self._sample_mask,
             discrete_actions=isinstance(self.action_space, spaces.Discrete),
             normalize_minibatch_advantages=self.normalize_advantage in (True, "minibatch"),
-            value_transform=self.value_transform,
+            value_transform=value_transform or self.value_transform,
         )
 
     def evaluate_minibatch(self, rollout_data: Any, progress_remaining: float = 1.0) -> Minibatch:

@@ -17,9 +17,8 @@ from stable_baselines3.common.policies import (
     MultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_ppo_variants.algorithms.arguments import check_ppo_arguments
+from sb3_ppo_variants.algorithms.arguments import check_ppo_arguments, sb3_schedule
 from sb3_ppo_variants.algorithms.base import LossComponentsMixin
 from sb3_ppo_variants.algorithms.policies import (
     PhasicActorCriticCnnPolicy,
@@ -220,9 +219,8 @@ class PPOVariant(LossComponentsMixin, OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self.clip_range = FloatSchedule(self.clip_range)
-        if self.clip_range_vf is not None:
-            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        self.clip_range = sb3_schedule("clip_range", self.clip_range)
+        self.clip_range_vf = sb3_schedule("clip_range_vf", self.clip_range_vf)
         self._setup_loss()
 
     def learn(

@@ -18,8 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_ppo_variants.algorithms.arguments import check_ppo_arguments
 from sb3_ppo_variants.algorithms.base import LossComponentsMixin
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.components.protocol import LossComponent, LossSpec
-from sb3_ppo_variants.components.vtrace import VTraceAdvantages
+from sb3_ppo_variants.components.protocol import LossSpec
 from sb3_ppo_variants.update.distributions import current_distribution
 from sb3_ppo_variants.update.scoring import PolicyEvaluation
 from sb3_ppo_variants.variants import accepts_variant
@@ -146,16 +145,6 @@ class RecurrentPPOVariant(LossComponentsMixin, RecurrentPPO):
     def _distribution(policy: BasePolicy, rollout_data: Any, actions: th.Tensor) -> Any:
         # The actor's LSTM replays each padded sequence; evaluate_actions does exactly that.
         return RecurrentPPOVariant._evaluate(policy, rollout_data, actions).distribution
-
-    def _check_loss(self, components: list[LossComponent]) -> None:
-        super()._check_loss(components)
-        for component in components:
-            if isinstance(component, VTraceAdvantages):
-                raise HyperparameterError(
-                    f"loss component {component.name!r} is invalid for RecurrentPPOVariant: accepted components "
-                    "are those that do not recompute advantages (V-trace would need to replay the LSTM over every "
-                    "sequence of the rollout before each epoch)."
-                )
 
     @staticmethod
     def _sample_mask(rollout_data: Any) -> th.Tensor:

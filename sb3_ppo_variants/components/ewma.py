@@ -59,12 +59,12 @@ class EWMAProximalSurrogate(LossComponent):
 
     def before_train(self, context: TrainingContext) -> None:
         if self._proximal is None:
-            self._proximal = context.model.policy_copy()
+            self._proximal = context.policy_copy()
             if self.average:  # loaded with the model
                 self._proximal.load_state_dict(self.average)
             # The average is the copy's own weights, so moving it moves the copy.
             self.average = {k: v for k, v in self._proximal.state_dict().items() if v.is_floating_point()}
-        self._decay = self.decay if self.decay is not None else _age_matching_decay(context.model)
+        self._decay = self.decay if self.decay is not None else _age_matching_decay(context)
 
     def after_step(self, context: TrainingContext) -> None:
         with th.no_grad():
@@ -100,9 +100,7 @@ class EWMAProximalSurrogate(LossComponent):
         return LossTerm(policy_loss, stats)
 
 
-def _age_matching_decay(model: Any) -> float:
-    buffer_size = model.rollout_buffer.buffer_size * model.rollout_buffer.n_envs
-    batch_size = model.batch_size or buffer_size  # MaskablePPO's None: the whole buffer
-    updates = model.n_epochs * math.ceil(buffer_size / batch_size)
+def _age_matching_decay(context: TrainingContext) -> float:
+    updates = context.n_epochs * context.updates_per_epoch
     age = (updates - 1) / 2
     return age / (1 + age)

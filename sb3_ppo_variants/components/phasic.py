@@ -101,13 +101,13 @@ class PhasicAuxiliaryPhase(LossComponent):
         return stats
 
     def _auxiliary_phase(self, context: TrainingContext) -> dict[str, float]:
-        model, policy = context.model, context.policy
+        policy = context.policy
         device = policy.device
         targets = self.kept["returns"]
-        if model.value_transform is not None:  # the critic predicts normalised values
-            targets = model.value_transform.normalize_values(targets)
-        old_policy = model.policy_copy()
-        batch_size = self.aux_batch_size or model.batch_size or len(targets)
+        if context.value_transform is not None:  # the critic predicts normalised values
+            targets = context.value_transform.normalize_values(targets)
+        old_policy = context.policy_copy()
+        batch_size = self.aux_batch_size or context.minibatch_size
         stats: dict[str, list[th.Tensor]] = defaultdict(list)
         policy.set_training_mode(True)
         for _ in range(self.aux_epochs):

@@ -12,19 +12,17 @@ process around the loss.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import importlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch as th
 
 from sb3_ppo_variants.common.errors import HyperparameterError, NoValueLossWarning
-from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.components.hooks import TrainingHook
 
 Stat = th.Tensor | float
@@ -59,8 +57,9 @@ class Minibatch:
     mask: th.Tensor | None
     progress_remaining: float | th.Tensor
     """From 1 to 0 over ``learn()``; a 0-d tensor under ``compile=True``, so it is an input of the
-    compiled graph. Schedules in a component's fields are already resolved (see
-    :func:`schedules_resolved`): read them with ``value_at`` or as they are."""
+    compiled graph. In ``train()``, a component's schedules and linked fields already hold their
+    values this call (see :mod:`~sb3_ppo_variants.update.hyperparameters`); ``value_at`` reads a
+    field either way."""
     policy: th.nn.Module
     log_prob_under: Callable[[Any], th.Tensor] | None = None
     """``log_prob_under(other)``: ``log pi'(a|s)`` of this minibatch's actions under another policy
@@ -281,27 +280,3 @@ def build_loss(specs: Iterable[LossSpec]) -> list[LossComponent]:
             "predictions: accepted values are lists with at most one of them."
         )
     return components
-
-
-@contextlib.contextmanager
-def schedules_resolved(
-    components: Iterable[LossComponent], progress_remaining: float
-) -> Iterator[list[dict[str, Callable[[float], float]]]]:
-    """Within the block, each schedule field of ``components`` holds its value at ``progress_remaining``.
-
-    The loop scores minibatches inside it, so no component reads a schedule while it runs
-    (under ``compile=True`` a schedule's value is an input of the graph, like any field that
-    varies between calls). Constant schedules (SB3 wraps constants as schedules) become their
-    constant. Yields each component's schedules by field name; they are put back on exit.
-    """
-    components = list(components)
-    schedules = [{key: value for key, value in field_values(c).items() if callable(value)} for c in components]
-    for component, fields in zip(components, schedules, strict=True):
-        for key, schedule in fields.items():
-            object.__setattr__(component, key, value_at(schedule, progress_remaining))  # frozen ones too
-    try:
-        yield schedules
-    finally:
-        for component, fields in zip(components, schedules, strict=True):
-            for key, schedule in fields.items():
-                object.__setattr__(component, key, schedule)

@@ -1,12 +1,14 @@
 """V-trace: advantages recomputed with truncated importance weights as the policy moves."""
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 
+from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import check_number
+from sb3_ppo_variants.components.hooks import TrainingContext
 from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Minibatch
 
 
@@ -21,8 +23,8 @@ class VTraceAdvantages(LossComponent):
     with ``rho_t = pi / pi_old`` and the values of the policy as it is at the start of the epoch.
     With ``rho = 1`` it is GAE, so the first epoch keeps the rollout's advantages; later epochs see
     advantages that discount the steps the policy has already moved away from. ``rho_bar = c_bar =
-    1`` as IMPALA and PufferLib. The recomputation is the loop's (as ``recompute_advantages``);
-    this component holds the truncation and logs it. Not available with an LSTM (replaying it over
+    1`` as IMPALA and PufferLib. It recomputes them in its own ``before_epoch``, from
+    ``context.evaluate_rollout()``, and logs the truncation. Not available with an LSTM (replaying it over
     the whole rollout) or where the rollout's time order is gone.
 
     Logs ``vtrace_truncated_fraction``: the share of samples with ``rho > rho_bar``.
@@ -38,6 +40,35 @@ class VTraceAdvantages(LossComponent):
     def __post_init__(self) -> None:
         check_number("rho_bar", self.rho_bar, low_inclusive=False)
         check_number("c_bar", self.c_bar, low_inclusive=False)
+
+    def check_model(self, model: Any) -> None:
+        if getattr(model.policy, "lstm_actor", None) is not None:
+            raise HyperparameterError(
+                f"loss component {self.name!r} is invalid for {type(model).__name__}: accepted components are "
+                "those that do not recompute advantages (V-trace would need to replay the LSTM over every "
+                "sequence of the rollout before each epoch)."
+            )
+
+    def before_epoch(self, context: TrainingContext, epoch: int) -> None:
+        """After the first epoch, the rollout's advantages and returns recomputed by V-trace with
+        the policy and values as they are now (the first epoch's are GAE's, which V-trace equals there)."""
+        if epoch == 0:
+            return
+        buffer = context.rollout_buffer
+        evaluation = context.evaluate_rollout()
+        assert evaluation.log_ratio is not None
+        advantages = self.advantages(
+            buffer.rewards,
+            evaluation.values,
+            buffer.episode_starts,
+            evaluation.last_values,
+            evaluation.last_episode_starts,
+            evaluation.log_ratio,
+            buffer.gamma,
+            buffer.gae_lambda,
+        )
+        buffer.advantages = buffer.swap_and_flatten(advantages)
+        buffer.returns = buffer.swap_and_flatten(advantages + evaluation.values)
 
     def __call__(self, batch: Minibatch) -> LossTerm:
         with th.no_grad():

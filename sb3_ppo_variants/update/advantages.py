@@ -1,8 +1,10 @@
-"""Advantages: normalisation (per minibatch or per batch) and recomputation before each epoch.
+"""Advantages: normalisation (per minibatch or over the batch) and recomputation before an epoch.
 
-:class:`PrepareAdvantages` is the loop's own ``before_epoch`` hook
-(:class:`~sb3_ppo_variants.components.hooks.TrainingHook`); a component can recompute or reweight
-advantages the same way.
+The algorithm's own ``before_epoch`` hooks (:class:`~sb3_ppo_variants.components.hooks.TrainingHook`)
+are here: :class:`RecomputeAdvantages` (GAE again with the current values) runs before the
+components' hooks, :class:`NormalizeBatchAdvantages` after them, so it normalises whatever
+recomputed the advantages (V-trace is a component that does, in its own ``before_epoch``).
+:func:`evaluate_rollout` is the rollout under the current policy, which both read.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.utils import obs_as_tensor
 
-from sb3_ppo_variants.components.hooks import TrainingContext, TrainingHook
-from sb3_ppo_variants.components.vtrace import VTraceAdvantages
+from sb3_ppo_variants.components.hooks import RolloutEvaluation, TrainingContext, TrainingHook
 
 
 def normalize_minibatch_advantages(advantages: th.Tensor, mask: th.Tensor | None) -> th.Tensor:
@@ -36,78 +37,84 @@ def normalize_batch_advantages(advantages: np.ndarray) -> None:
 
 
 @dataclass
-class PrepareAdvantages(TrainingHook):
-    """Before an epoch: recompute the advantages (GAE, or V-trace with a
-    :class:`~sb3_ppo_variants.components.VTraceAdvantages` component) and normalise them over the
-    batch, if asked."""
+class RecomputeAdvantages(TrainingHook):
+    """GAE(lambda) again with the current value function, before each epoch after the first
+    (``recompute_advantages=True``).
 
-    recompute: bool
-    normalize_batch: bool
-    last_obs: Any
-    last_episode_starts: np.ndarray
-    chunk_size: int | None
-    device: th.device
-    values_in_return_units: Callable[[], AbstractContextManager[None]]
-    vtrace: VTraceAdvantages | None = None
-    score: Callable[[Any], tuple[th.Tensor, th.Tensor]] | None = None
-    """For V-trace: ``rollout_data -> (values in return units, log_ratio)`` under the current policy."""
+    Andrychowicz et al. 2021 (arXiv:2006.05990) recommend it; SB3 issue #445. The targets move
+    with the value function; ``old_values`` (for value clipping) and the rewards, already
+    bootstrapped at time limits, stay those of the rollout.
+    """
+
+    enabled: bool
 
     def before_epoch(self, context: TrainingContext, epoch: int) -> None:
-        recompute = (self.recompute or self.vtrace is not None) and epoch > 0  # epoch 0 has the rollout's own
-        if recompute:
-            self.recompute_advantages(context.policy, context.rollout_buffer)
-        if self.normalize_batch and (epoch == 0 or recompute):
-            normalize_batch_advantages(context.rollout_buffer.advantages)
-
-    def recompute_advantages(self, policy: Any, buffer: Any) -> None:
-        """GAE(lambda) (or V-trace) again with the current value function, before each epoch after
-        the first.
-
-        Andrychowicz et al. 2021 (arXiv:2006.05990) recommend it; SB3 issue #445.
-        The targets move with the value function; ``old_values`` (for value clipping) and the
-        rewards, already bootstrapped at time limits, stay those of the rollout.
-        """
-        n_steps, n_envs = buffer.buffer_size, buffer.n_envs
-        chunk_size = self.chunk_size or n_steps * n_envs  # MaskablePPO's batch_size=None: the whole buffer
-        with th.no_grad(), self.values_in_return_units():
-            values, log_ratios = [], []
-            for start in range(0, n_steps * n_envs, chunk_size):
-                stop = min(start + chunk_size, n_steps * n_envs)
-                if self.vtrace is not None:
-                    assert self.score is not None
-                    chunk_values, log_ratio = self.score(buffer._get_samples(np.arange(start, stop)))
-                    log_ratios.append(log_ratio)
-                else:
-                    observations = buffer.observations
-                    if isinstance(observations, dict):
-                        chunk = {key: value[start:stop] for key, value in observations.items()}
-                    else:
-                        chunk = observations[start:stop]
-                    chunk_values = policy.predict_values(obs_as_tensor(chunk, self.device))
-                values.append(chunk_values.flatten())
-            last_values = policy.predict_values(obs_as_tensor(self.last_obs, self.device))
-
-        def time_major(chunks: list[th.Tensor]) -> np.ndarray:
-            # The buffer's arrays are env-major and flat; GAE runs on (n_steps, n_envs) arrays.
-            return th.cat(chunks).cpu().numpy().reshape(n_envs, n_steps).T
-
+        if not self.enabled or epoch == 0:  # epoch 0 has the rollout's own
+            return
+        buffer = context.rollout_buffer
+        evaluation = context.evaluate_rollout(log_ratio=False)
         rollout_values = buffer.values
-        buffer.values = time_major(values)
-        if self.vtrace is None:
-            buffer.advantages = np.zeros((n_steps, n_envs), dtype=np.float32)
-            buffer.compute_returns_and_advantage(last_values=last_values, dones=self.last_episode_starts)
-        else:
-            buffer.advantages = self.vtrace.advantages(
-                buffer.rewards,
-                buffer.values,
-                buffer.episode_starts,
-                last_values.cpu().numpy().flatten(),
-                self.last_episode_starts,
-                time_major(log_ratios),
-                buffer.gamma,
-                buffer.gae_lambda,
-            )
-            buffer.returns = buffer.advantages + buffer.values
+        buffer.values = evaluation.values  # GAE reads (n_steps, n_envs) values
+        buffer.advantages = np.zeros_like(evaluation.values)
+        last_values = th.as_tensor(evaluation.last_values)
+        buffer.compute_returns_and_advantage(last_values=last_values, dones=evaluation.last_episode_starts)
         buffer.advantages = buffer.swap_and_flatten(buffer.advantages)
         buffer.returns = buffer.swap_and_flatten(buffer.returns)
         buffer.values = rollout_values
+
+
+@dataclass
+class NormalizeBatchAdvantages(TrainingHook):
+    """``normalize_advantage="batch"``: normalise the advantages over the rollout, before the first
+    epoch and, where something recomputes them (``every_epoch``), before each later one."""
+
+    enabled: bool
+    every_epoch: bool
+
+    def before_epoch(self, context: TrainingContext, epoch: int) -> None:
+        if self.enabled and (epoch == 0 or self.every_epoch):
+            normalize_batch_advantages(context.rollout_buffer.advantages)
+
+
+def evaluate_rollout(
+    buffer: Any,
+    chunk_size: int,
+    values_and_log_ratio: Callable[[Any], tuple[th.Tensor, th.Tensor]],
+    policy: Any,
+    last_obs: Any,
+    last_episode_starts: np.ndarray,
+    in_return_units: Callable[[], AbstractContextManager[None]],
+    log_ratio: bool = True,
+) -> RolloutEvaluation:
+    """The rollout under ``policy`` as it is now, in chunks of ``chunk_size`` samples: the values
+    (``policy.predict_values``, or with the log-ratios ``values_and_log_ratio(rollout_data)``), in
+    return units, as ``(n_steps, n_envs)`` arrays."""
+    n_steps, n_envs = buffer.buffer_size, buffer.n_envs
+    device = policy.device
+    with th.no_grad(), in_return_units():
+        values, log_ratios = [], []
+        for start in range(0, n_steps * n_envs, chunk_size):
+            stop = min(start + chunk_size, n_steps * n_envs)
+            if log_ratio:
+                chunk_values, chunk_log_ratio = values_and_log_ratio(buffer._get_samples(np.arange(start, stop)))
+                log_ratios.append(chunk_log_ratio)
+            else:
+                observations = buffer.observations
+                if isinstance(observations, dict):
+                    chunk = {key: value[start:stop] for key, value in observations.items()}
+                else:
+                    chunk = observations[start:stop]
+                chunk_values = policy.predict_values(obs_as_tensor(chunk, device))
+            values.append(chunk_values.flatten())
+        last_values = policy.predict_values(obs_as_tensor(last_obs, device))
+
+    def time_major(chunks: list[th.Tensor]) -> np.ndarray:
+        # The buffer's arrays are env-major and flat; GAE runs on (n_steps, n_envs) arrays.
+        return th.cat(chunks).cpu().numpy().reshape(n_envs, n_steps).T
+
+    return RolloutEvaluation(
+        values=time_major(values),
+        log_ratio=time_major(log_ratios) if log_ratio else None,
+        last_values=last_values.cpu().numpy().flatten(),
+        last_episode_starts=last_episode_starts,
+    )

@@ -1,8 +1,8 @@
-"""The ``train()`` loop every algorithm of this package shares: score, step, reduce statistics.
+"""One ``train()`` call's loop: epochs of minibatch steps, the hooks around them, the divergence guard.
 
-:class:`TrainingLoop` is mixed into each algorithm by
-:class:`~sb3_ppo_variants.algorithms.base.LossComponentsMixin`; the algorithm says only how
-a minibatch is evaluated and which of its samples are real.
+The algorithm builds a :class:`Trainer` for each call from what it owns (the rollout buffer, its
+settings, how a minibatch is scored, the call's components and hooks) and runs it; the trainer
+holds no model. See :meth:`~sb3_ppo_variants.algorithms.base.LossComponentsMixin.train`.
 """
 
 from __future__ import annotations
@@ -10,104 +10,107 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.utils import explained_variance
 
 from sb3_ppo_variants.common.errors import TrainingDivergedError
 from sb3_ppo_variants.components.hooks import TrainingContext, TrainingHook
-from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Stat, schedules_resolved
+from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Stat
 from sb3_ppo_variants.update.minibatches import minibatches
 from sb3_ppo_variants.update.optimizer_step import OptimizerStep
 from sb3_ppo_variants.update.scoring import ScoredMinibatch
 
 
-class TrainingLoop:
-    """``train()`` over the loss components and training hooks of an SB3 on-policy algorithm."""
+@dataclass
+class CallResult:
+    """What a call leaves for the algorithm to log."""
 
-    loss: list[LossComponent]
+    stats: dict[str, Stat]
+    """Each statistic's mean over the call's minibatches (``approx_kl``: over the last epoch, as SB3)."""
+    loss: th.Tensor | None
+    """The last minibatch's loss (SB3 logs it as ``train/loss``)."""
+    epochs: int
+    """Epochs begun (SB3 counts them in ``_n_updates``)."""
+    phase_stats: dict[str, float] = field(default_factory=dict)
+    """What the hooks' extra phases logged."""
 
-    def train(self) -> None:
-        """Update the policy on the rollout buffer: ``n_epochs`` passes of minibatch steps."""
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        self._bind_linked_hyperparameters()
-        progress = self._current_progress_remaining
-        stoppers = [component for component in self.loss if component.stops_early]
-        hooks = self._training_hooks()
-        old_policy = self._pre_update_policy()
+
+@dataclass
+class Trainer:
+    """``n_epochs`` passes over the rollout in minibatches: score, stop early or step, call the hooks."""
+
+    rollout_buffer: Any
+    n_epochs: int
+    batch_size: int | None
+    device: th.device
+    score: Callable[[Any], ScoredMinibatch]
+    """``score(rollout_data)``: the minibatch's loss, its terms and (on the compiled path) its gradient."""
+    optimizer: OptimizerStep
+    guard: DivergenceGuard
+    hooks: Sequence[TrainingHook]
+    """In call order: the algorithm's advantage recomputation, the components, batch normalisation."""
+    stoppers: Sequence[LossComponent]
+    """The components that may stop the call early (``LossComponent.stops_early``)."""
+    verbose: int = 0
+
+    def run(self, context: TrainingContext) -> CallResult:
         stats: dict[str, list[Stat]] = defaultdict(list)
         scored: ScoredMinibatch | None = None
-        stop_reason: str | None = None
-        parameters = list(self.policy.parameters())
-        with (
-            _distribution_checks_off(),
-            schedules_resolved(self.loss, progress) as schedules,
-            self._optimizer_step(parameters) as optimizer,
-        ):
-            context = self._training_context(progress)
-            score = self._scorer(optimizer, old_policy, progress, schedules, keep_batch=bool(stoppers))
-            _call(hooks, "before_train", context)
-            for epoch in range(self.n_epochs):
-                _call(hooks, "before_epoch", context, epoch)
-                approx_kl: list[Stat] = []  # SB3 reports the KL of the last epoch only
-                for index, rollout_data in enumerate(minibatches(self.rollout_buffer, self.batch_size, self.device)):
-                    scored = score(rollout_data)
-                    _collect(stats, scored.terms)
-                    approx_kl.append(scored.approx_kl)
-                    stop_reason = next((r for c in stoppers if (r := c.stop_early(scored.batch)) is not None), None)
-                    if stop_reason is not None:
-                        if self.verbose >= 1:
-                            print(f"Early stopping at step {epoch} due to {stop_reason}")
-                        break
-                    optimizer.zero_grad()
-                    if scored.flat_gradients is None:
-                        optimizer.backward(scored.loss)
-                    else:  # the compiled graph computed the gradient with the loss
-                        optimizer.set_flat_gradients(scored.flat_gradients)
-                    grad_norm = optimizer.clip_grad_norm(self.max_grad_norm)
-                    self._check_finite(scored.loss, grad_norm, scored.terms, f"epoch {epoch}, minibatch {index}")
-                    optimizer.step()
-                    _call(hooks, "after_step", context)
-                self._n_updates += 1
+        approx_kl: list[Stat] = []
+        epochs = 0
+        optimizer = self.optimizer
+        _call(self.hooks, "before_train", context)
+        for epoch in range(self.n_epochs):
+            epochs += 1
+            _call(self.hooks, "before_epoch", context, epoch)
+            approx_kl = []  # SB3 reports the KL of the last epoch only
+            stop_reason: str | None = None
+            for index, rollout_data in enumerate(minibatches(self.rollout_buffer, self.batch_size, self.device)):
+                scored = self.score(rollout_data)
+                _collect(stats, scored.terms)
+                approx_kl.append(scored.approx_kl)
+                stop_reason = next((r for c in self.stoppers if (r := c.stop_early(scored.batch)) is not None), None)
                 if stop_reason is not None:
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to {stop_reason}")
                     break
-        stats["approx_kl"] = [_mean(approx_kl)]
+                optimizer.zero_grad()
+                if scored.flat_gradients is None:
+                    optimizer.backward(scored.loss)
+                else:  # the compiled graph computed the gradient with the loss
+                    optimizer.set_flat_gradients(scored.flat_gradients)
+                grad_norm = optimizer.clip_grad_norm(self.guard.max_grad_norm)
+                self.guard.check(scored.loss, grad_norm, scored.terms, f"epoch {epoch}, minibatch {index}")
+                optimizer.step()
+                _call(self.hooks, "after_step", context)
+            self.guard.n_updates += 1
+            if stop_reason is not None:
+                break
+        reduced = {key: _mean(values) for key, values in stats.items()}
+        reduced["approx_kl"] = _mean(approx_kl)
         phase_stats: dict[str, float] = {}
-        for hook in hooks:
+        for hook in self.hooks:
             phase_stats.update(hook.extra_phase(context))
-        self._record_train_stats(stats, None if scored is None else scored.loss, phase_stats)
+        return CallResult(reduced, None if scored is None else scored.loss, epochs, phase_stats)
 
-    def _optimizer_step(self, parameters: list[th.nn.Parameter]) -> OptimizerStep:
-        return OptimizerStep.for_optimizer(self.policy.optimizer, parameters, fused=bool(self.compile))
 
-    def _training_context(self, progress_remaining: float) -> TrainingContext:
-        return TrainingContext(
-            model=self,
-            policy=self.policy,
-            optimizer=self.policy.optimizer,
-            rollout_buffer=self.rollout_buffer,
-            progress_remaining=progress_remaining,
-            step=self._gradient_step,
-        )
+@dataclass
+class DivergenceGuard:
+    """Stops a call before a non-finite loss or gradient reaches the weights, naming the culprit."""
 
-    def _gradient_step(self, loss: th.Tensor) -> th.Tensor:
-        """One update of an extra phase, with the loop's clipping and divergence guard."""
-        optimizer = self.policy.optimizer
-        optimizer.zero_grad()
-        loss.backward()
-        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self._check_finite(loss, grad_norm, [], "an extra phase")
-        optimizer.step()
-        return grad_norm
+    components: Sequence[LossComponent]
+    max_grad_norm: float
+    n_updates: int
+    """The algorithm's update count (SB3's ``_n_updates``, one per epoch begun), for the message."""
 
-    def _check_finite(self, loss: th.Tensor, grad_norm: th.Tensor, terms: Sequence[LossTerm], where: str) -> None:
+    def check(self, loss: th.Tensor, grad_norm: th.Tensor, terms: Sequence[LossTerm], where: str) -> None:
         # One host read per minibatch: the guard that keeps NaN out of the weights.
         if th.isfinite(loss.detach() + grad_norm):
             return
-        values = {c.name: t.loss.item() for c, t in zip(self.loss, terms, strict=False) if t.loss is not None}
+        values = {c.name: t.loss.item() for c, t in zip(self.components, terms, strict=False) if t.loss is not None}
         bad = [name for name, value in values.items() if not np.isfinite(value)]
         if bad:
             culprit = f"loss component(s) {', '.join(bad)}"
@@ -116,43 +119,23 @@ class TrainingLoop:
         else:
             culprit = f"the loss ({loss.item()}) or its gradient"
         raise TrainingDivergedError(
-            f"Non-finite value from {culprit} in train() at update {self._n_updates} "
+            f"Non-finite value from {culprit} in train() at update {self.n_updates} "
             f"({where}); terms: {values}, gradient norm: {grad_norm.item()}. "
             "The optimizer step was skipped: the policy keeps its last finite weights."
         )
 
-    def _record_train_stats(
-        self, stats: dict[str, list[Stat]], loss: th.Tensor | None, phase_stats: dict[str, float]
-    ) -> None:
-        keys = list(stats)
-        reduced = [_mean(stats[key]) for key in keys]
-        tensors = [i for i, value in enumerate(reduced) if isinstance(value, th.Tensor)]
-        if tensors:  # one host transfer for every statistic of the call
-            for i, value in zip(tensors, th.stack([reduced[i] for i in tensors]).tolist(), strict=True):
-                reduced[i] = value
-        means = dict(zip(keys, reduced, strict=True))
-        for component in self.loss:
-            means.update(component.after_train(means))
-        means.update(phase_stats)
-        for key, value in means.items():
-            self.logger.record(f"train/{key}", value)
-        if loss is not None:
-            self.logger.record("train/loss", loss.item())
-        self.logger.record(
-            "train/explained_variance",
-            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
-        )
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-
-    # Provided by LossComponentsMixin and SB3.
-    _training_hooks: Callable[[], list[TrainingHook]]
-    _scorer: Callable[..., Callable[[Any], ScoredMinibatch]]
+    def gradient_step(self, policy: th.nn.Module, optimizer: th.optim.Optimizer, loss: th.Tensor) -> th.Tensor:
+        """One update of an extra phase, with the loop's clipping and this guard."""
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
+        self.check(loss, grad_norm, [], "an extra phase")
+        optimizer.step()
+        return grad_norm
 
 
 @contextlib.contextmanager
-def _distribution_checks_off() -> Iterator[None]:
+def distribution_checks_off() -> Iterator[None]:
     """Distribution argument checks cost a few ops and a host read per minibatch; the rollout
     already checked these parameters and the divergence guard checks every update."""
     validate = th.distributions.Distribution._validate_args
@@ -161,6 +144,17 @@ def _distribution_checks_off() -> Iterator[None]:
         yield
     finally:
         th.distributions.Distribution.set_default_validate_args(validate)
+
+
+def reduce_to_floats(stats: dict[str, Stat]) -> dict[str, float]:
+    """The statistics as floats, with one host transfer for all the tensors among them."""
+    keys = list(stats)
+    values = [stats[key] for key in keys]
+    tensors = [i for i, value in enumerate(values) if isinstance(value, th.Tensor)]
+    if tensors:
+        for i, value in zip(tensors, th.stack([values[i] for i in tensors]).tolist(), strict=True):
+            values[i] = value
+    return dict(zip(keys, values, strict=True))  # type: ignore[arg-type]
 
 
 def _call(hooks: Sequence[TrainingHook], method: str, *arguments: Any) -> None:

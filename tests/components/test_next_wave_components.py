@@ -2,7 +2,7 @@
 
 import copy
 import math
-import types
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,9 +34,8 @@ from sb3_ppo_variants.components import (
     kl_per_sample,
     trust_region_ratio_bounds,
 )
-from sb3_ppo_variants.components.hooks import TrainingContext
 from sb3_ppo_variants.variants import variant_arguments
-from tests.conftest import FAST, make_batch, parameters_equal, save_continue_and_resume
+from tests.conftest import FAST, make_batch, parameters_equal, save_continue_and_resume, training_context
 
 
 def sigmoid(x: float) -> float:
@@ -176,13 +175,13 @@ def test_kl_adaptive_learning_rate_lowers_the_rate_of_a_policy_that_moves_too_fa
     assert cls.load(tmp_path / "model.zip").loss[2].scale == model.loss[2].scale
 
 
-def _context(returns: np.ndarray) -> TrainingContext:
+def _context(returns: np.ndarray) -> Any:
     class Buffer:
         pass
 
     buffer = Buffer()
     buffer.returns = returns
-    return TrainingContext(None, None, None, buffer, 1.0, step=None)
+    return training_context(rollout_buffer=buffer)
 
 
 def test_value_normalization_statistics_are_debiased_moving_averages():
@@ -319,7 +318,7 @@ def test_vtrace_keeps_the_rollouts_advantages_in_the_first_epoch_and_refuses_an_
 
 def _outer_call(component, policy, update):
     """One train() call as the loop makes it: the epochs move the weights by ``update``."""
-    context = TrainingContext(None, policy, None, None, 1.0, step=None)
+    context = training_context(policy=policy)
     component.before_train(context)
     with th.no_grad():
         policy.weight.add_(update)
@@ -463,7 +462,7 @@ def test_ewma_surrogate_clips_around_the_proximal_policy_and_weights_by_the_beha
     proximal = th.log(th.tensor([0.6, 0.4, 0.5]))
     ratios, advantages = [1.5, 1.1, 0.7], [1.0, -1.0, -1.0]
     component = EWMAProximalSurrogate(clip_range=0.2, decay=0.5)
-    component._proximal = object()  # the average's own forward pass is log_prob_under's business
+    component.before_train(training_context())  # the average's own forward pass is log_prob_under's business
     batch = _ewma_batch(proximal, ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
     term = component(batch)
     pi = [0.5 * r for r in ratios]
@@ -481,7 +480,7 @@ def test_ewma_surrogate_with_the_behaviour_policy_as_anchor_is_ppos_clip():
     ratios, advantages = [1.5, 1.1, 0.7, 0.9], [1.0, -1.0, -1.0, 2.0]
     old_log_prob = th.log(th.tensor([0.5, 0.2, 0.9, 0.3]))
     component = EWMAProximalSurrogate(clip_range=0.2)
-    component._proximal = object()
+    component.before_train(training_context())
     ewma = _ewma_batch(old_log_prob, ratio=ratios, advantages=advantages, old_log_prob=old_log_prob)
     ppo = make_batch(ratio=ratios, advantages=advantages)
     ewma_term, ppo_term = component(ewma), ClippedSurrogate(clip_range=0.2)(ppo)
@@ -493,8 +492,8 @@ def test_ewma_of_the_weights_starts_from_the_initial_policy_as_the_authors_does(
     policy = th.nn.Linear(1, 1, bias=False)
     with th.no_grad():
         policy.weight.fill_(1.0)
-    model = types.SimpleNamespace(policy_copy=lambda: copy.deepcopy(policy))
-    context = TrainingContext(model, policy, None, None, 1.0, step=None)
+    copies: list[th.nn.Module] = []
+    context = training_context(policy=policy, policy_copy=lambda: copies.append(copy.deepcopy(policy)) or copies[-1])
     component = EWMAProximalSurrogate(decay=0.5)
     component.before_train(context)
     averages = []
@@ -512,7 +511,7 @@ def test_ewma_of_the_weights_starts_from_the_initial_policy_as_the_authors_does(
         expected.append(average)
     assert averages == pytest.approx(expected)
     assert averages[0] == pytest.approx((0.5 * 1.0 + 2.0) / 1.5)  # the initial policy counts like one step
-    assert component._proximal.weight.item() == pytest.approx(averages[-1])  # the average is the copy's weights
+    assert copies[0].weight.item() == pytest.approx(averages[-1])  # the average is the copy's weights
 
 
 def test_ewma_decay_matches_the_age_of_ppos_anchor():

@@ -34,6 +34,7 @@ from sb3_ppo_variants.components import (
     build_component,
 )
 from sb3_ppo_variants.components.protocol import Minibatch
+from tests.conftest import training_context
 
 # Components whose term is computed from a minibatch's tensors alone (no distribution objects).
 COMPONENTS = [
@@ -110,7 +111,7 @@ def minibatch(columns: dict[str, list[float]], mask: list[bool] | None = None) -
 
 def _prepared(component):
     if isinstance(component, EWMAProximalSurrogate):
-        component._proximal = object()  # the average's log-probabilities come from log_prob_under
+        component.before_train(training_context())  # its average's log-probabilities come from log_prob_under
     return component
 
 
