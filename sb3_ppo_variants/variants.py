@@ -54,16 +54,30 @@ from sb3_ppo_variants.components.phasic import PhasicAuxiliaryPhase
 
 
 @dataclass(frozen=True)
+class Tunable:
+    """A variant's constant that a study may tune: the value the variant uses, and the range searched."""
+
+    default: float
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
 class Variant:
     """How a variant differs from SB3's PPO."""
 
     description: str
     policy_loss: Callable[[Mapping[str, Any]], LossComponent] | None = None
-    """Builds the policy loss from the loss arguments; ``None``: PPO's clipped surrogate."""
+    """Builds the policy loss from the loss arguments and the tunables' values; ``None``: PPO's clipped
+    surrogate."""
     value_loss: dict[str, Any] = field(default_factory=dict)
     """Options of :class:`~sb3_ppo_variants.components.ValueLoss` beyond its coefficient."""
-    extra_loss: Callable[[], list[LossComponent]] | None = None
-    """Components added after PPO's."""
+    extra_loss: Callable[[Mapping[str, Any]], list[LossComponent]] | None = None
+    """Components added after PPO's (from the same arguments as ``policy_loss``)."""
+    tunable: dict[str, Tunable] = field(default_factory=dict)
+    """The variant's constants a study samples (:mod:`sb3_ppo_variants.tuning.space`), by the name the
+    search space gives them, each with the value the variant uses otherwise."""
     options: dict[str, Any] = field(default_factory=dict)
     """``PPOVariant`` arguments that are not part of the loss."""
     target_kl: float | None = None
@@ -83,26 +97,33 @@ VARIANTS: dict[str, Variant] = {
     "ppo": Variant("SB3's PPO: clipped surrogate, SB3's value clipping, per-minibatch advantages"),
     "dual-clip": Variant(
         "Dual-clip PPO, c = 3 (Ye et al. 2020)",
-        policy_loss=lambda a: ClippedSurrogate(clip_range=a["clip_range"], dual_clip=3.0),
+        policy_loss=lambda a: ClippedSurrogate(clip_range=a["clip_range"], dual_clip=a["dual_clip"]),
+        tunable={"dual_clip": Tunable(3.0, 1.5, 5.0)},
     ),
     "clip-higher": Variant(
         "Asymmetric clip, eps_high = 1.4 eps (DAPO's 0.2 / 0.28; Yu et al. 2025)",
         policy_loss=lambda a: ClippedSurrogate(
-            clip_range=a["clip_range"], clip_range_high=Scaled(a["clip_range"], 1.4)
+            clip_range=a["clip_range"], clip_range_high=Scaled(a["clip_range"], a["clip_high_ratio"])
         ),
+        tunable={"clip_high_ratio": Tunable(1.4, 1.0, 2.0)},
     ),
     "ppo-penalty": Variant(
         "Unclipped surrogate + adaptive exact-KL penalty, d_targ = 0.01, beta_0 = 1 (Schulman et al. 2017, sec. 4)",
         policy_loss=lambda a: Surrogate(),
-        extra_loss=lambda: [KLPenalty(coef=1.0, target=0.01, adaptive=True, rule="paper", estimator="exact")],
+        extra_loss=lambda a: [
+            KLPenalty(coef=1.0, target=a["kl_target"], adaptive=True, rule="paper", estimator="exact")
+        ],
+        tunable={"kl_target": Tunable(0.01, 0.003, 0.05, log=True)},
     ),
     "ppo-rb": Variant(
         "Rollback clip, alpha = 0.3 (Truly PPO's PPO-RB; Wang et al. 2019)",
-        policy_loss=lambda a: RollbackSurrogate(clip_range=a["clip_range"], rollback=0.3),
+        policy_loss=lambda a: RollbackSurrogate(clip_range=a["clip_range"], rollback=a["rollback"]),
+        tunable={"rollback": Tunable(0.3, 0.0, 1.0)},
     ),
     "tr-ppo-rb": Variant(
         "Trust-region rollback, delta = 0.03, alpha = 0.05 (Truly PPO's TR-PPO-RB; Wang et al. 2019)",
-        policy_loss=lambda a: TrustRegionRollbackSurrogate(kl_range=0.03, rollback=0.05),
+        policy_loss=lambda a: TrustRegionRollbackSurrogate(kl_range=a["tr_kl_range"], rollback=a["tr_rollback"]),
+        tunable={"tr_kl_range": Tunable(0.03, 0.005, 0.1, log=True), "tr_rollback": Tunable(0.05, 0.0, 0.5)},
     ),
     "spo": Variant(
         "Simple policy optimization, r A - |A| (r - 1)^2 / (2 eps) (Xie et al. 2025)",
@@ -120,8 +141,9 @@ VARIANTS: dict[str, Variant] = {
     "p3o": Variant(
         "Sigmoid soft clip, tau = 4, + exact KL(pi_old, pi) penalty, beta = 0.1 (P3O; Chen et al. 2022; "
         "the authors' MuJoCo defaults)",
-        policy_loss=lambda a: SoftClipSurrogate(temperature=4.0),
-        extra_loss=lambda: [KLPenalty(coef=0.1, adaptive=False, estimator="exact")],
+        policy_loss=lambda a: SoftClipSurrogate(temperature=a["soft_clip_temperature"]),
+        extra_loss=lambda a: [KLPenalty(coef=0.1, adaptive=False, estimator="exact")],
+        tunable={"soft_clip_temperature": Tunable(4.0, 1.0, 8.0, log=True)},
     ),
     "sapo": Variant(
         "Sigmoid soft clip with tau = 1.0 for A > 0 and 1.05 otherwise, no KL (SAPO; Gao et al. 2025)",
@@ -136,8 +158,9 @@ VARIANTS: dict[str, Variant] = {
     "cispo": Variant(
         "Truncated, gradient-free IS weight on A log pi, eps_high = 0.2, no lower bound, with KL early "
         "stopping at 0.02 unless target_kl is set (CISPO; MiniMax-M1 2025)",
-        policy_loss=lambda a: CISPOSurrogate(clip_range_high=0.2),
+        policy_loss=lambda a: CISPOSurrogate(clip_range_high=a["cispo_clip_high"]),
         target_kl=0.02,
+        tunable={"cispo_clip_high": Tunable(0.2, 0.1, 5.0, log=True)},
         recommended=Variant(
             "CISPO with the IS weight truncated on both sides, [1 - 0.2, 1 + 0.2], as verl's "
             "compute_policy_loss_cispo with its defaults clip_ratio_low = clip_ratio_high = 0.2, and KL early "
@@ -149,16 +172,16 @@ VARIANTS: dict[str, Variant] = {
     ),
     "kl-adaptive-lr": Variant(
         "PPO with the learning rate / 1.5 above 2 x KL target 0.01 and x 1.5 below target / 2 (rsl_rl)",
-        extra_loss=lambda: [KLAdaptiveLearningRate(target=0.01)],
+        extra_loss=lambda a: [KLAdaptiveLearningRate(target=0.01)],
     ),
     "value-norm": Variant(
         "PPO with the critic on normalised returns (debiased EMA, beta = 0.99999; MAPPO's ValueNorm)",
-        extra_loss=lambda: [ValueNormalization()],
+        extra_loss=lambda a: [ValueNormalization()],
     ),
     "popart": Variant(
         "Value normalisation that also rescales the value head so its outputs are preserved when the "
         "statistics move (PopArt; van Hasselt et al. 2016), with value-norm's statistics",
-        extra_loss=lambda: [ValueNormalization(preserve_outputs=True)],
+        extra_loss=lambda a: [ValueNormalization(preserve_outputs=True)],
     ),
     "copg": Variant(
         "PPO's clip on log pi instead of r: min(log pi A, clip(log pi, log pi_old + log(1 -/+ eps)) A) "
@@ -169,13 +192,14 @@ VARIANTS: dict[str, Variant] = {
         "Unclipped surrogate; a call's epochs end once mean |r - 1| > 0.25, with 3 x PPO's epochs allowed "
         "(ESPO; Sun et al. 2022; RL-X's defaults)",
         policy_loss=lambda a: Surrogate(),
-        extra_loss=lambda: [RatioDeviationEarlyStop(max_deviation=0.25)],
+        extra_loss=lambda a: [RatioDeviationEarlyStop(max_deviation=a["espo_max_deviation"])],
         epochs_factor=3,
+        tunable={"espo_max_deviation": Tunable(0.25, 0.05, 0.5, log=True)},
         recommended=Variant(
             "ESPO with RL-X's optimisation settings (nico-bohlinger/RL-X, espo default_config.py): learning rate "
             "3e-4, minibatches of 64, up to 300 minibatch updates per call, stopping once mean |r - 1| > 0.25",
             policy_loss=lambda a: Surrogate(),
-            extra_loss=lambda: [RatioDeviationEarlyStop(max_deviation=0.25, max_updates=300)],
+            extra_loss=lambda a: [RatioDeviationEarlyStop(max_deviation=0.25, max_updates=300)],
             options={"learning_rate": 3e-4, "batch_size": 64, "n_epochs": 300},
         ),
     ),
@@ -183,12 +207,12 @@ VARIANTS: dict[str, Variant] = {
         "Unclipped surrogate + exact reverse KL(pi, pi_old) / t_k, t_k = 1 - k/K floored at 0.01 (on-policy MDPO; "
         "Tomar et al. 2022)",
         policy_loss=lambda a: Surrogate(),
-        extra_loss=lambda: [MirrorDescentPenalty(min_step_size=0.01)],
+        extra_loss=lambda a: [MirrorDescentPenalty(min_step_size=0.01)],
     ),
     "vtrace": Variant(
         "PPO with advantages recomputed before each epoch by V-trace, rho_bar = c_bar = 1 (Espeholt et al. 2018; "
         "PufferLib 3)",
-        extra_loss=lambda: [VTraceAdvantages()],
+        extra_loss=lambda a: [VTraceAdvantages()],
     ),
     "trgppo": Variant(
         "Per-sample clip bounds from a KL trust region around the old policy, clipping to them alone as the "
@@ -205,7 +229,7 @@ VARIANTS: dict[str, Variant] = {
         "Phasic Policy Gradient: PPO with one epoch per call, and every 32 calls 6 epochs distilling the "
         "value targets into an auxiliary head on the policy network, beta_clone = 1 (Cobbe et al. 2021; "
         "CleanRL's defaults)",
-        extra_loss=lambda: [PhasicAuxiliaryPhase()],
+        extra_loss=lambda a: [PhasicAuxiliaryPhase()],
         options={"n_epochs": 1},
         policies=_PHASIC_POLICIES,
         recommended=Variant(
@@ -213,14 +237,14 @@ VARIANTS: dict[str, Variant] = {
             "(CleanRL's ppg_procgen.py), where 32 calls are 2% of a run and one policy epoch sees 16k samples; at "
             "the Zoo's control budgets 32 calls can exceed the run (Pendulum has 24), so the phase never runs, "
             "and one epoch over a few hundred samples is a tenth of PPO's updates",
-            extra_loss=lambda: [PhasicAuxiliaryPhase(n_iterations=4)],
+            extra_loss=lambda a: [PhasicAuxiliaryPhase(n_iterations=4)],
             policies=_PHASIC_POLICIES,
         ),
     ),
     "outer-ppo": Variant(
         "PPO whose call's update theta* - theta_k is applied with an outer learning rate of 1.5, no momentum "
         "(outer-PPO; Tan et al. 2024; the rate is this project's choice, see OuterUpdate)",
-        extra_loss=lambda: [OuterUpdate(outer_learning_rate=1.5)],
+        extra_loss=lambda a: [OuterUpdate(outer_learning_rate=1.5)],
     ),
 }
 
@@ -269,33 +293,54 @@ def variant_policy(name: str, policy: Any) -> Any:
     return variant.policies.get(policy, policy)
 
 
-def variant_arguments(name: str, ppo_arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def variant_arguments(
+    name: str, ppo_arguments: Mapping[str, Any] | None = None, tuned: Mapping[str, float] | None = None
+) -> dict[str, Any]:
     """``PPOVariant`` keyword arguments for variant ``name`` (``"ppg@recommended"`` for its recommended
-    settings), from SB3 ``PPO`` keyword arguments."""
+    settings), from SB3 ``PPO`` keyword arguments; ``tuned`` replaces some of the variant's
+    :attr:`Variant.tunable` constants (a study's sampled values)."""
     variant = resolve_variant(name)
     arguments = dict(ppo_arguments or {})
     if "loss" in arguments:
         raise HyperparameterError(
             "loss=... cannot be combined with a named variant: accepted values are SB3 PPO arguments only."
         )
-    if name == "ppo":
-        return arguments
+    if name == "ppo" and not tuned:
+        return arguments  # SB3's PPO itself: no loss= at all
     linked = {key: arguments.pop(key, default) for key, default in LINKED_DEFAULTS.items()}
+    loss = variant_loss(name, linked, tuned)
+    if variant.epochs_factor != 1:
+        arguments["n_epochs"] = variant.epochs_factor * arguments.get("n_epochs", _PPO_N_EPOCHS)
+    return {**arguments, **variant.options, "loss": loss}
+
+
+def variant_loss(
+    name: str, linked: Mapping[str, Any] | None = None, tuned: Mapping[str, float] | None = None
+) -> list[LossComponent]:
+    """Variant ``name``'s loss, from the loss-related PPO arguments (``clip_range``, ``ent_coef``,
+    ``vf_coef``, ``clip_range_vf``, ``target_kl``; SB3's defaults for those not given) and ``tuned``
+    values of its :attr:`Variant.tunable` constants."""
+    variant = resolve_variant(name)
+    unknown = sorted(set(tuned or {}) - set(variant.tunable))
+    if unknown:
+        raise HyperparameterError(
+            f"tuned={dict(tuned or {})!r} is invalid for variant {name!r}: accepted names are "
+            f"{', '.join(variant.tunable) or '(none: it has no tunable constants)'}."
+        )
+    linked = {**LINKED_DEFAULTS, **(linked or {})}
+    values = {**linked, **{key: tunable.default for key, tunable in variant.tunable.items()}, **(tuned or {})}
     value_options = dict(variant.value_loss)
     clip_range_vf = linked["clip_range_vf"]
     if value_options.get("clip_mode") == "pessimistic" and clip_range_vf is None:
         clip_range_vf = linked["clip_range"]  # ppo2 clips the value with the policy's clip range
     policy_loss = variant.policy_loss or (lambda a: ClippedSurrogate(clip_range=a["clip_range"]))
-    loss = [
-        policy_loss(linked),
+    return [
+        policy_loss(values),
         EntropyBonus(coef=linked["ent_coef"]),
         ValueLoss(coef=linked["vf_coef"], clip_range=clip_range_vf, **value_options),
         KLEarlyStop(target=variant.target_kl if linked["target_kl"] is None else linked["target_kl"]),
-        *(variant.extra_loss() if variant.extra_loss else []),
+        *(variant.extra_loss(values) if variant.extra_loss else []),
     ]
-    if variant.epochs_factor != 1:
-        arguments["n_epochs"] = variant.epochs_factor * arguments.get("n_epochs", _PPO_N_EPOCHS)
-    return {**arguments, **variant.options, "loss": loss}
 
 
 def accepts_variant(init: Callable[..., None]) -> Callable[..., None]:

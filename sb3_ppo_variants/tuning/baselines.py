@@ -1,7 +1,9 @@
 """The RL Baselines3 Zoo's tuned PPO hyperparameters: the baseline a study must beat.
 
 From ``hyperparams/ppo.yml`` of rl-baselines3-zoo (LunarLander-v2, HalfCheetah-v3 and Hopper-v3
-there). ``("lin", x)`` is the Zoo's ``lin_x``, a schedule decaying linearly from ``x`` to 0.
+there), written as the Zoo writes them: ``"lin_0.001"`` is a schedule decaying linearly from 0.001
+to 0, read by the Zoo launcher's own parser
+(:func:`~sb3_ppo_variants.zoo.hyperparameters.linear_schedule`).
 The benchmark grid (``python -m benchmarks.grid``) and ``python -m tuning retrain`` both read this table.
 """
 
@@ -37,8 +39,8 @@ ZOO_PPO: dict[str, ZooSetup] = {
             gamma=0.98,
             n_epochs=20,
             ent_coef=0.0,
-            learning_rate=("lin", 0.001),
-            clip_range=("lin", 0.2),
+            learning_rate="lin_0.001",
+            clip_range="lin_0.2",
         ),
     ),
     "Acrobot-v1": ZooSetup(
@@ -108,13 +110,14 @@ ZOO_PPO: dict[str, ZooSetup] = {
 
 def zoo_ppo_arguments(env_id: str) -> dict[str, Any]:
     """The Zoo's hyperparameters for ``env_id`` as SB3 ``PPO`` keyword arguments (``{}`` if it has none)."""
-    from stable_baselines3.common.utils import LinearSchedule
+    from sb3_ppo_variants.zoo.hyperparameters import LINEAR_PREFIX, linear_schedule
 
     setup = ZOO_PPO.get(env_id)
     if setup is None:
         return {}
     arguments = {
-        k: LinearSchedule(v[1], 0.0, 1.0) if isinstance(v, tuple) else v for k, v in setup.hyperparameters.items()
+        k: linear_schedule(v, k) if isinstance(v, str) and v.startswith(LINEAR_PREFIX) else v
+        for k, v in setup.hyperparameters.items()
     }
     if setup.policy_kwargs.get("mujoco"):
         import torch as th

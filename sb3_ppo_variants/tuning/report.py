@@ -204,7 +204,7 @@ def ranked_parameters(study: optuna.Study) -> list[str]:
     """The parameters whose importance is ranked: those every complete trial sampled.
 
     A conditional parameter (sampled only under some choice, such as ``cispo_clip_high`` under
-    ``policy_loss=cispo``) is left out: its importance would come from the few trials that sampled
+    ``variant=cispo``) is left out: its importance would come from the few trials that sampled
     it, compared with parameters seen by all. :func:`importance_note` lists them with their counts."""
     total, counts = sampled_counts(study)
     return [name for name, count in counts.items() if count == total]

@@ -6,9 +6,15 @@ The base is the RL Baselines3 Zoo's PPO sampler (``rl_zoo3/hyperparams_opt.py``:
 - the minibatch is sampled as ``n_minibatches`` (the rollout is cut into that many minibatches)
   instead of a ``batch_size``, so a batch larger than the rollout can never be sampled, and every
   sampled value takes effect (the Zoo samples ``batch_size`` and ``n_steps`` independently);
-- the loss is part of the space: ``policy_loss`` picks the surrogate, each with its own
-  conditional parameters, ``value_clip`` and ``value_error`` the value loss, and ``kl_penalty``
-  adds an adaptive KL penalty to the clipped surrogates.
+- the loss is part of the space: ``variant`` picks a variant of
+  :data:`~sb3_ppo_variants.variants.VARIANTS` by its name, with the constants it declares tunable
+  (:attr:`~sb3_ppo_variants.variants.Variant.tunable`: their ranges live with the variant) as
+  conditional parameters; ``value_clip`` and ``value_error`` set the value loss, ``kl_penalty`` adds
+  an adaptive KL penalty to PPO's clip and the training options add their components.
+
+Trials of studies made before ``variant`` existed hold ``policy_loss`` (see
+:mod:`~sb3_ppo_variants.tuning.legacy`); they are rebuilt as they ran, and a search-space file that
+names ``policy_loss`` means the variant that replaced it.
 
 A space is a mapping ``name -> Parameter`` plus ``fixed`` values; :func:`load_space` narrows or
 extends the default from a YAML file, and a Python function can build one the same way.
@@ -27,28 +33,16 @@ import optuna
 import torch as th
 
 from sb3_ppo_variants.components import (
-    CISPOSurrogate,
-    ClippedSurrogate,
-    EntropyBonus,
-    EWMAProximalSurrogate,
     KLAdaptiveLearningRate,
-    KLEarlyStop,
     KLPenalty,
-    LogProbClippedSurrogate,
     LossComponent,
-    MirrorDescentPenalty,
     OuterUpdate,
-    RatioDeviationEarlyStop,
-    RollbackSurrogate,
-    SoftClipSurrogate,
-    SPOSurrogate,
-    Surrogate,
-    TrustRegionGuidedSurrogate,
-    TrustRegionRollbackSurrogate,
     ValueLoss,
     ValueNormalization,
     VTraceAdvantages,
 )
+from sb3_ppo_variants.tuning.legacy import POLICY_LOSS_VARIANTS, legacy_loss
+from sb3_ppo_variants.variants import resolve_variant, variant_arguments, variant_loss, variant_names
 
 
 class Space(Protocol):
@@ -67,7 +61,7 @@ class Parameter:
     """One dimension: ``choices`` (categorical) or ``low``/``high`` (``log``; ``integer``).
 
     ``when`` makes it conditional: a predicate of the values sampled before it (fixed ones
-    included), e.g. ``ValueIn("policy_loss", ("dual_clip",))`` (any callable works in one process;
+    included), e.g. ``ValueIn("variant", ("dual-clip",))`` (any callable works in one process;
     worker processes need one that pickles).
     """
 
@@ -99,15 +93,16 @@ class Parameter:
         return self.choices if self.choices is not None else (self.low, self.high)
 
 
-POLICY_LOSSES = (
-    "clipped", "dual_clip", "clip_higher", "rollback", "tr_rollback", "spo", "penalty", "soft_clip", "cispo",
-    "copg", "espo", "mdpo", "ewma",
+TUNED_VARIANTS = (
+    "ppo", "dual-clip", "clip-higher", "ppo-rb", "tr-ppo-rb", "spo", "ppo-penalty", "p3o", "cispo", "copg", "espo",
+    "mdpo", "ppo-ewma",
 )  # fmt: skip
-"""The default choices. ``"trgppo"`` is accepted too (list it in a space file's ``policy_loss``
-choices); it is not a default choice, since a categorical's choices cannot grow under a running study."""
-CLIPPED = ("clipped", "dual_clip", "clip_higher")
-WITH_KL_PENALTY = (*CLIPPED, "soft_clip")
-"""Policy losses that may add a KL penalty (PPO with RLlib's, P3O's soft clip)."""
+"""The default choices of ``variant``: the variants that change the policy loss. Any other name of
+:func:`~sb3_ppo_variants.variants.variant_names` may be listed in a space file's ``variant`` choices
+(``trgppo``, ``sapo``...); none is added by default, since a categorical's choices cannot grow under a
+running study."""
+WITH_KL_PENALTY = ("ppo", "dual-clip", "clip-higher")
+"""Variants that may add an adaptive KL penalty (``kl_penalty``: PPO's clip with RLlib's penalty)."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +116,29 @@ class ValueIn:
         return values.get(self.name) in self.accepted
 
 
-def _policy_loss_is(*kinds: str) -> ValueIn:
-    return ValueIn("policy_loss", kinds)
-
-
 def _uses_kl_target(values: Mapping[str, Any]) -> bool:
-    """PPO-penalty, a KL penalty, or CISPO's KL early stop."""
-    return values.get("policy_loss") in ("penalty", "cispo") or bool(values.get("kl_penalty"))
+    """PPO-penalty's target, or the added KL penalty's."""
+    return values.get("variant") == "ppo-penalty" or bool(values.get("kl_penalty"))
+
+
+def _tunables() -> dict[str, Parameter]:
+    """Each variant's tunable constants, conditional on the variant (a name several declare is one
+    dimension; ``kl_target`` also serves the added KL penalty)."""
+    owners: dict[str, list[str]] = {}
+    ranges: dict[str, Any] = {}
+    for name in variant_names():
+        for key, tunable in resolve_variant(name).tunable.items():
+            owners.setdefault(key, []).append(name)
+            ranges.setdefault(key, tunable)
+    return {
+        key: Parameter(
+            low=ranges[key].low,
+            high=ranges[key].high,
+            log=ranges[key].log,
+            when=_uses_kl_target if key == "kl_target" else ValueIn("variant", tuple(owners[key])),
+        )
+        for key in owners
+    }
 
 
 DEFAULT_PARAMETERS: dict[str, Parameter] = {
@@ -144,17 +155,9 @@ DEFAULT_PARAMETERS: dict[str, Parameter] = {
     "net_arch": Parameter(choices=("tiny", "small", "medium")),
     "activation_fn": Parameter(choices=("tanh", "relu")),
     # The loss.
-    "policy_loss": Parameter(choices=POLICY_LOSSES),
-    "dual_clip": Parameter(low=1.5, high=5.0, when=_policy_loss_is("dual_clip")),
-    "clip_high_ratio": Parameter(low=1.0, high=2.0, when=_policy_loss_is("clip_higher")),
-    "rollback": Parameter(low=0.0, high=1.0, when=_policy_loss_is("rollback")),
-    "tr_kl_range": Parameter(low=0.005, high=0.1, log=True, when=_policy_loss_is("tr_rollback")),
-    "tr_rollback": Parameter(low=0.0, high=0.5, when=_policy_loss_is("tr_rollback")),
-    "soft_clip_temperature": Parameter(low=1.0, high=8.0, log=True, when=_policy_loss_is("soft_clip")),
-    "cispo_clip_high": Parameter(low=0.1, high=5.0, log=True, when=_policy_loss_is("cispo")),
-    "espo_max_deviation": Parameter(low=0.05, high=0.5, log=True, when=_policy_loss_is("espo")),
-    "kl_penalty": Parameter(choices=(False, True), when=_policy_loss_is(*WITH_KL_PENALTY)),
-    "kl_target": Parameter(low=0.003, high=0.05, log=True, when=_uses_kl_target),
+    "variant": Parameter(choices=TUNED_VARIANTS),
+    "kl_penalty": Parameter(choices=(False, True), when=ValueIn("variant", WITH_KL_PENALTY)),
+    **_tunables(),
     "value_clip": Parameter(choices=("none", "prediction", "pessimistic")),
     "value_clip_range": Parameter(
         choices=(0.1, 0.2, 0.5, 1.0), when=ValueIn("value_clip", ("prediction", "pessimistic"))
@@ -228,7 +231,7 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
 
         fixed:                      # never sampled
           n_epochs: 10
-          policy_loss: spo
+          variant: spo
         parameters:                 # replace a dimension, or restrict its choices
           learning_rate: {low: 1.0e-4, high: 1.0e-3, log: true}
           clip_range: {choices: [0.1, 0.2]}
@@ -244,8 +247,8 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
         raise SearchSpaceError(f"search-space file {path}: {error}") from error
     if not isinstance(document, dict) or set(document) - {"fixed", "parameters"}:
         raise SearchSpaceError(f"search-space file {path}: accepted top-level keys are 'fixed' and 'parameters'")
-    space.fixed.update(document.get("fixed") or {})
-    for name, spec in (document.get("parameters") or {}).items():
+    space.fixed.update(_renamed(document.get("fixed") or {}, path))
+    for name, spec in _renamed(document.get("parameters") or {}, path).items():
         if name not in DEFAULT_PARAMETERS:
             raise SearchSpaceError(
                 f"search-space file {path}: unknown parameter {name!r}: accepted names are "
@@ -257,6 +260,8 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
             )
         if "choices" in spec:
             spec = {**spec, "choices": tuple(spec["choices"])}
+            if name == "variant":
+                _check_variants(spec["choices"], path)
         try:
             space.parameters[name] = Parameter(**spec, when=DEFAULT_PARAMETERS[name].when)  # condition kept
         except (SearchSpaceError, TypeError) as error:
@@ -264,11 +269,45 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
     return space
 
 
+def _renamed(section: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """A space file's section with ``policy_loss`` (the name before ``variant``) read as ``variant``."""
+    section = dict(section)
+    if "policy_loss" not in section:
+        return section
+    if "variant" in section:
+        raise SearchSpaceError(f"search-space file {path}: policy_loss and variant both given: accepted is one of them")
+    old = section.pop("policy_loss")
+
+    def variant(name: Any) -> Any:
+        if name not in POLICY_LOSS_VARIANTS:
+            raise SearchSpaceError(
+                f"search-space file {path}: policy_loss {name!r} is unknown: accepted names are "
+                + ", ".join(POLICY_LOSS_VARIANTS)
+                + " (or use variant: with a name of sb3_ppo_variants.variants.VARIANTS)"
+            )
+        return POLICY_LOSS_VARIANTS[name]
+
+    if isinstance(old, dict) and "choices" in old:
+        section["variant"] = {**old, "choices": [variant(name) for name in old["choices"]]}
+    else:
+        section["variant"] = variant(old)
+    return section
+
+
+def _check_variants(names: tuple[Any, ...], path: str | Path) -> None:
+    unknown = [name for name in names if name not in variant_names()]
+    if unknown:
+        raise SearchSpaceError(
+            f"search-space file {path}: variant {unknown[0]!r} is unknown: accepted names are "
+            + ", ".join(variant_names())
+        )
+
+
 def ppo_variant_arguments(values: Mapping[str, Any], n_envs: int) -> dict[str, Any]:
     """``PPOVariant`` keyword arguments from one trial's values (see :data:`DEFAULT_PARAMETERS`)."""
     v = with_defaults(values)
     n_steps = int(v["n_steps"])
-    arguments: dict[str, Any] = {
+    ppo_arguments: dict[str, Any] = {
         "n_steps": n_steps,
         "batch_size": minibatch_size(n_steps, n_envs, int(v["n_minibatches"])),
         "gamma": 1.0 - v["one_minus_gamma"],
@@ -277,74 +316,35 @@ def ppo_variant_arguments(values: Mapping[str, Any], n_envs: int) -> dict[str, A
         "n_epochs": int(v["n_epochs"]),
         "max_grad_norm": v["max_grad_norm"],
         "policy_kwargs": {"net_arch": NET_ARCHS[v["net_arch"]], "activation_fn": ACTIVATIONS[v["activation_fn"]]},
-        "loss": _loss(v),
     }
-    return arguments
+    if "policy_loss" in values:  # a trial sampled before the space spoke the variants' names
+        return {**ppo_arguments, "loss": [*legacy_loss(values), *_options(v)]}
+    name = v["variant"]
+    tuned = {key: v[key] for key in resolve_variant(name).tunable if key in values}
+    arguments = variant_arguments(name, ppo_arguments, tuned=tuned or None)
+    linked = {"clip_range": v["clip_range"], "ent_coef": v["ent_coef"], "vf_coef": v["vf_coef"]}
+    return {**arguments, "loss": [*_variant_loss(name, linked, tuned, v), *_options(v)]}
 
 
-def minibatch_size(n_steps: int, n_envs: int, n_minibatches: int) -> int:
-    """The minibatch size when a rollout of ``n_steps * n_envs`` samples is cut into ``n_minibatches``."""
-    return max(n_steps * n_envs // n_minibatches, 2)
-
-
-def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
-    """One trial's values, completed with SB3's PPO where a value was neither sampled nor fixed."""
-    return {**_defaults(), **values}
-
-
-def _defaults() -> dict[str, Any]:
-    """SB3's PPO where a value was neither sampled nor fixed."""
-    return {
-        "n_steps": 2048, "n_minibatches": 32, "one_minus_gamma": 0.01, "one_minus_gae_lambda": 0.05,
-        "learning_rate": 3e-4, "ent_coef": 0.0, "clip_range": 0.2, "n_epochs": 10, "max_grad_norm": 0.5,
-        "net_arch": "small", "activation_fn": "tanh", "policy_loss": "clipped", "dual_clip": 3.0,
-        "clip_high_ratio": 1.4, "rollback": 0.3, "tr_kl_range": 0.03, "tr_rollback": 0.05, "kl_penalty": False,
-        "kl_target": 0.01, "value_clip": "none", "value_clip_range": 0.2, "value_error": "squared", "vf_coef": 0.5,
-        "soft_clip_temperature": 4.0, "cispo_clip_high": 0.2, "value_normalization": "none", "kl_adaptive_lr": False,
-        "espo_max_deviation": 0.25, "vtrace": False, "outer_ppo": False, "outer_learning_rate": 1.0,
-        "outer_momentum": 0.0,
-    }  # fmt: skip
-
-
-def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
-    clip_range, kind = v["clip_range"], v["policy_loss"]
-    policy: LossComponent = {
-        "clipped": lambda: ClippedSurrogate(clip_range=clip_range),
-        "dual_clip": lambda: ClippedSurrogate(clip_range=clip_range, dual_clip=v["dual_clip"]),
-        "clip_higher": lambda: ClippedSurrogate(
-            clip_range=clip_range, clip_range_high=clip_range * v["clip_high_ratio"]
-        ),
-        "rollback": lambda: RollbackSurrogate(clip_range=clip_range, rollback=v["rollback"]),
-        "tr_rollback": lambda: TrustRegionRollbackSurrogate(kl_range=v["tr_kl_range"], rollback=v["tr_rollback"]),
-        "spo": lambda: SPOSurrogate(clip_range=clip_range),
-        "penalty": lambda: Surrogate(),
-        "soft_clip": lambda: SoftClipSurrogate(temperature=v["soft_clip_temperature"]),
-        "cispo": lambda: CISPOSurrogate(clip_range_high=v["cispo_clip_high"]),
-        "copg": lambda: LogProbClippedSurrogate(clip_range=clip_range),
-        "espo": lambda: Surrogate(),
-        "mdpo": lambda: Surrogate(),
-        "ewma": lambda: EWMAProximalSurrogate(clip_range=clip_range),
-        "trgppo": lambda: TrustRegionGuidedSurrogate(clip_range=clip_range),
-    }[kind]()
+def _variant_loss(name: str, linked: dict[str, Any], tuned: dict[str, Any], v: Mapping[str, Any]) -> list:
+    """The variant's loss with the space's value loss, and the KL penalty where sampled."""
+    loss = variant_loss(name, linked, tuned)
     clipped_value = v["value_clip"] != "none"
-    loss = [
-        policy,
-        EntropyBonus(coef=v["ent_coef"]),
-        ValueLoss(
-            coef=v["vf_coef"],
-            clip_range=v["value_clip_range"] if clipped_value else None,
-            clip_mode=v["value_clip"] if clipped_value else "prediction",
-            error=v["value_error"],
-        ),
-    ]
-    if kind == "penalty" or (kind in WITH_KL_PENALTY and v["kl_penalty"]):
-        loss.append(KLPenalty(coef=1.0 if kind == "penalty" else 0.2, target=v["kl_target"], adaptive=True))
-    if kind == "cispo":  # only the truncation bounds CISPO's step: stop on the KL (see CISPOSurrogate)
-        loss.append(KLEarlyStop(target=v["kl_target"]))
-    if kind == "espo":
-        loss.append(RatioDeviationEarlyStop(max_deviation=v["espo_max_deviation"]))
-    if kind == "mdpo":
-        loss.append(MirrorDescentPenalty())
+    value = ValueLoss(
+        coef=v["vf_coef"],
+        clip_range=v["value_clip_range"] if clipped_value else None,
+        clip_mode=v["value_clip"] if clipped_value else "prediction",
+        error=v["value_error"],
+    )
+    loss = [value if isinstance(component, ValueLoss) else component for component in loss]
+    if name in WITH_KL_PENALTY and v["kl_penalty"]:
+        loss.append(KLPenalty(coef=0.2, target=v["kl_target"], adaptive=True))
+    return loss
+
+
+def _options(v: Mapping[str, Any]) -> list[LossComponent]:
+    """The training options that are components (the same for every trial, old or new)."""
+    loss: list[LossComponent] = []
     if v["value_normalization"] not in ("none", False):  # False, True: the choices before PopArt
         loss.append(ValueNormalization(preserve_outputs=v["value_normalization"] == "popart"))
     if v["kl_adaptive_lr"]:
@@ -354,3 +354,25 @@ def _loss(v: Mapping[str, Any]) -> list[LossComponent]:
     if v["outer_ppo"]:
         loss.append(OuterUpdate(outer_learning_rate=v["outer_learning_rate"], momentum=v["outer_momentum"]))
     return loss
+
+
+def minibatch_size(n_steps: int, n_envs: int, n_minibatches: int) -> int:
+    """The minibatch size when a rollout of ``n_steps * n_envs`` samples is cut into ``n_minibatches``."""
+    return max(n_steps * n_envs // n_minibatches, 2)
+
+
+def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial's values, completed with SB3's PPO where a value was neither sampled nor fixed (a
+    variant's tunable constants keep the variant's own value)."""
+    return {**DEFAULTS, **values}
+
+
+DEFAULTS: dict[str, Any] = {
+    "n_steps": 2048, "n_minibatches": 32, "one_minus_gamma": 0.01, "one_minus_gae_lambda": 0.05,
+    "learning_rate": 3e-4, "ent_coef": 0.0, "clip_range": 0.2, "n_epochs": 10, "max_grad_norm": 0.5,
+    "net_arch": "small", "activation_fn": "tanh", "variant": "ppo", "kl_penalty": False, "kl_target": 0.01,
+    "value_clip": "none", "value_clip_range": 0.2, "value_error": "squared", "vf_coef": 0.5,
+    "value_normalization": "none", "kl_adaptive_lr": False, "vtrace": False, "outer_ppo": False,
+    "outer_learning_rate": 1.0, "outer_momentum": 0.0,
+}  # fmt: skip
+"""SB3's PPO (and no option) where a value was neither sampled nor fixed."""

@@ -92,7 +92,7 @@ def test_optimize_samples_our_space_and_a_trial_converts_back(tmp_path, zoo):
     zoo("train", *study, "-optimize", "--n-trials", "2", "--n-jobs", "2", "-n", "1024",
         "--n-evaluations", "1", "--eval-episodes", "2")  # fmt: skip
     trials = optuna.load_study(study_name="s", storage=storage).trials
-    assert len(trials) == 2 and all("policy_loss" in t.params for t in trials)  # the loss is sampled
+    assert len(trials) == 2 and all("variant" in t.params for t in trials)  # the loss is sampled
     model = PPOVariant.load(zoo("train", *study, "--trial-id", "1", "-n", "1024"))
     expected = trial_hyperparameters(trials[1].params)
     linked = registered_components()[expected["loss"][0]["name"]].linked
