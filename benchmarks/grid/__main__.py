@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmarks.grid.cells import ENVS, SB3, Cell
+from benchmarks.grid.cells import ENVS, Cell
 from benchmarks.grid.migrate import adopt_legacy_cells, migrate
 from benchmarks.grid.queue import (
     GridSettings,
@@ -33,11 +33,12 @@ from benchmarks.grid.queue import (
     work,
 )
 from benchmarks.grid.report import report
-from benchmarks.grid.rows import check_row, control_row
+from benchmarks.grid.rows import SB3, check_row, control_row
 from sb3_ppo_variants.tuning.errors import TuningError
 from sb3_ppo_variants.tuning.progress import Progress
 from sb3_ppo_variants.tuning.storage import HEARTBEAT_INTERVAL
 from sb3_ppo_variants.tuning.workers import interrupt_on_terminate, run_processes
+from sb3_ppo_variants.variants import VARIANTS, variant_names
 
 CLASSIC_CHEAP = ["CartPole-v1", "Pendulum-v1"]
 CLASSIC_COSTLY = ["Acrobot-v1", "LunarLander-v3"]
@@ -71,14 +72,12 @@ learning rates taken from what that row reached there (``rows.control_row``), sa
 
 def table_rows() -> list[str]:
     """SB3's PPO and every named variant but ``ppo`` (bit-identical to SB3's by construction), drop-in."""
-    from sb3_ppo_variants.variants import VARIANTS
 
     return [SB3, *(v for v in VARIANTS if v != "ppo")]
 
 
 def recommended_rows() -> list[str]:
     """The variants at the settings recommended for control tasks (``VARIANTS[...].recommended``)."""
-    from sb3_ppo_variants.variants import variant_names
 
     return [name for name in variant_names() if "@" in name]
 

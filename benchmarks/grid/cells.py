@@ -17,10 +17,10 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from benchmarks.grid.rows import LEARNING_RATES, adapts_learning_rate, row_setup
 from sb3_ppo_variants.tuning.baselines import ZOO_PPO
+from sb3_ppo_variants.tuning.objective import Task, train_and_evaluate
 
-SB3 = "sb3-ppo"
-"""The row of SB3's own ``PPO``, the reference every variant is compared with."""
 LAST_EVALUATIONS = 3
 
 
@@ -92,7 +92,6 @@ class Cell:
 def cell_task(cell: Cell, protocol: EnvProtocol) -> Any:
     """The ``tuning`` task a cell trains and is scored by (its score: the mean of its last
     ``LAST_EVALUATIONS`` evaluations)."""
-    from sb3_ppo_variants.tuning.objective import Task
 
     return Task.for_env(
         cell.env,
@@ -119,8 +118,6 @@ def train_cell(
     fast path for the variants' rows (SB3's rows have none). ``records``, if given, receives
     what the row's cells record (the learning rate of every call, for a row that adapts it).
     """
-    from benchmarks.grid.rows import LEARNING_RATES, adapts_learning_rate, row_setup
-    from sb3_ppo_variants.tuning.objective import train_and_evaluate
 
     task = cell_task(cell, protocol)
     algorithm, policy, arguments = row_setup(cell.variant, cell.env, task.policy)

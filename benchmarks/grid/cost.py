@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from stable_baselines3 import PPO
+
 from benchmarks.grid.cells import ENVS
+from sb3_ppo_variants import PPOVariant
+from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
+from sb3_ppo_variants.tuning.objective import Task, train_and_evaluate
 
 MEASURED_STEPS = {
     "CartPole-v1": 50_000,
@@ -30,11 +35,6 @@ PATHS = ("sb3", "default", "compile")
 
 def measure(env_id: str, steps: int, path: str) -> float:
     """Seconds to train ``steps`` steps of ``env_id`` on ``path`` (with two small evaluations)."""
-    from stable_baselines3 import PPO
-
-    from sb3_ppo_variants import PPOVariant
-    from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
-    from sb3_ppo_variants.tuning.objective import Task, train_and_evaluate
 
     task = Task.for_env(env_id, steps, n_evaluations=2, n_eval_episodes=5, n_eval_envs=1, n_last_evaluations=1)
     arguments = {**zoo_ppo_arguments(env_id), **({"compile": True} if path == "compile" else {})}

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from benchmarks.grid.cells import ENVS, Cell, EnvProtocol, cell_task
 from benchmarks.grid.queue import LEGACY_ROW_IDS, GridError, cell_of, legacy_key
+from benchmarks.grid.rows import row_id
 
 EARLIER_EVAL_EPISODES = {"LunarLander-v3": 5, "HalfCheetah-v5": 5, "Hopper-v5": 5}
 """Episodes per evaluation of the earlier runner, where not 10."""
@@ -82,7 +83,6 @@ def adopt_legacy_cells(study: optuna.Study) -> int:
     changed since :data:`LEGACY_COMMIT`, none (superseded) for :data:`CHANGED_SINCE_LEGACY`. Stored
     rather than recomputed, so a row that changes later supersedes these cells too. Returns how many
     ``env|row`` pairs were adopted (0 once done)."""
-    from benchmarks.grid.rows import row_id
 
     adopted = dict(study.user_attrs.get(LEGACY_ROW_IDS, {}))
     new = {}

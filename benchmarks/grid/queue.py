@@ -123,6 +123,11 @@ def open_grid(
         study = optuna.create_study(
             storage=storage, study_name=settings.study_name, direction="maximize", load_if_exists=True
         )
+    if "task" in study.user_attrs:  # tuning's workers claim its trials with study.optimize
+        raise GridError(
+            f"study {settings.study_name!r} was made by python -m tuning (it has a task), not by the grid: "
+            "use another --study-name"
+        )
     stored = dict(study.user_attrs.get("protocols", {}))
     for env_id, protocol in (protocols or {}).items():
         if env_id in stored and stored[env_id] != protocol.as_dict():

@@ -31,9 +31,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from benchmarks.grid.cells import LAST_EVALUATIONS, SB3, Cell, EnvProtocol, random_score
+from benchmarks.grid.cells import LAST_EVALUATIONS, Cell, EnvProtocol, random_score
 from benchmarks.grid.queue import cell_of, is_current, is_result, protocol_of
-from benchmarks.grid.rows import LEARNING_RATES, base_variant, is_control
+from benchmarks.grid.rows import LEARNING_RATES, SB3, base_variant, is_control
+from sb3_ppo_variants.tuning.report import write_html
+from sb3_ppo_variants.variants import variant_names
 
 
 @dataclass
@@ -139,8 +141,6 @@ def plot_curves(runs: list[Run], envs: list[str], variants: list[str], out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
-
-    from sb3_ppo_variants.tuning.report import write_html
 
     colors = row_colors(variants)
     drawn = [v for v in variants if v != SB3] + [v for v in variants if v == SB3]
@@ -580,7 +580,6 @@ def _groups(aggregates: dict[str, list[str]] | None, envs: list[str]) -> dict[st
 def _rows(runs: list[Run]) -> list[str]:
     """SB3's row first, then its controls (by learning rate), then the variants in the order of
     ``VARIANTS``, each recommended-settings row beside its drop-in row."""
-    from sb3_ppo_variants.variants import variant_names
 
     present = {r.cell.variant for r in runs}
     controls = sorted((v for v in present if is_control(v)), key=lambda v: float(v.split("=", 1)[1]))

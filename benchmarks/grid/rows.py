@@ -28,8 +28,16 @@ import hashlib
 import json
 from typing import Any
 
-from benchmarks.grid.cells import SB3
+from stable_baselines3 import PPO
 
+from sb3_ppo_variants import PPOVariant
+from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.components.hooks import TrainingHook
+from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
+from sb3_ppo_variants.variants import resolve_variant, variant_arguments, variant_names, variant_policy
+
+SB3 = "sb3-ppo"
+"""The row of SB3's own ``PPO``, the reference every variant is compared with."""
 CONTROL_PREFIX = f"{SB3}@lr="
 """A control row's name: SB3's PPO at the learning rate that follows (``sb3-ppo@lr=0.0012``)."""
 
@@ -58,8 +66,6 @@ def base_variant(row: str) -> str:
 
 def check_row(row: str) -> None:
     """Raise ``ValueError`` naming the accepted rows for a row name that names none."""
-    from sb3_ppo_variants.common.errors import HyperparameterError
-    from sb3_ppo_variants.variants import resolve_variant, variant_names
 
     if row == SB3:
         return
@@ -80,11 +86,6 @@ def check_row(row: str) -> None:
 def row_setup(row: str, env_id: str, policy: Any = "MlpPolicy") -> tuple[Any, Any, dict[str, Any]]:
     """``(algorithm class, policy, keyword arguments)`` that ``row`` trains on ``env_id``, given the
     policy SB3's PPO uses there (PPG's rows use their phasic alias of it)."""
-    from stable_baselines3 import PPO
-
-    from sb3_ppo_variants import PPOVariant
-    from sb3_ppo_variants.tuning.baselines import zoo_ppo_arguments
-    from sb3_ppo_variants.variants import variant_arguments, variant_policy
 
     check_row(row)
     arguments = zoo_ppo_arguments(env_id)
@@ -97,7 +98,6 @@ def row_setup(row: str, env_id: str, policy: Any = "MlpPolicy") -> tuple[Any, An
 
 def adapts_learning_rate(arguments: dict[str, Any]) -> bool:
     """Whether a component of the loss sets the learning rate of each call (its cells record it)."""
-    from sb3_ppo_variants.components.hooks import TrainingHook
 
     return any(type(c).learning_rate is not TrainingHook.learning_rate for c in arguments.get("loss", []))
 

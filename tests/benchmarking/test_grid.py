@@ -363,3 +363,38 @@ def test_the_report_sets_each_adaptive_row_against_its_controls(tmp_path):
     assert report_module.control_table([*adaptive, *tied], ["Acrobot-v1"], protocols, tmp_path, reps=200)[2].endswith(
         "| – |"
     )
+
+
+def test_every_cell_of_the_committed_table_is_current_under_this_code(tmp_path):
+    """The committed reference study resumes as it is: each cell its report shows (``grid.csv``, written
+    with the study) still has its row's identity, so moving or reorganising code recomputes nothing."""
+    import csv
+    import sqlite3
+
+    results = ROOT / "benchmarks" / "results" / "grid"
+    copy = tmp_path / "grid.db"
+    with sqlite3.connect(results / "grid.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # a consistent copy, even while a grid writes to the original
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{copy}")
+    current = {
+        (cell.env, cell.variant, cell.seed)
+        for trial in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE, TrialState.FAIL])
+        if (cell := cell_of(trial)) is not None and queue.is_current(study, trial)
+    }
+    with open(results / "grid.csv") as table:
+        shown = {(row["env"], row["variant"], int(row["seed"])) for row in csv.DictReader(table)}
+    assert len(shown) > 700 and shown <= current
+
+
+def test_tuning_and_the_grid_never_claim_trials_of_one_study(tmp_path):
+    """Two claim protocols never run on one study: each command refuses the other's study by name."""
+    from sb3_ppo_variants.tuning import Task, TuningError, open_storage, open_study, run_study
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    open_grid(GridSettings(storage_url=storage, study_name="grid"), {"CartPole-v1": ENVS["CartPole-v1"].scaled(0.005)})
+    with pytest.raises(TuningError, match="'grid' was not made by python -m tuning"):
+        open_study(open_storage(storage), "grid", Task.for_env("CartPole-v1", 512))
+    run_study("CartPole-v1", n_trials=1, n_timesteps=256, storage=storage, study_name="tuned", n_evaluations=1,
+              n_last_evaluations=1, n_eval_episodes=1, keep_models=False, progress=False)  # fmt: skip
+    with pytest.raises(queue.GridError, match="tuned"):
+        open_grid(GridSettings(storage_url=storage, study_name="tuned"), {"CartPole-v1": ENVS["CartPole-v1"]})
