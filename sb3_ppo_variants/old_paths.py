@@ -47,7 +47,7 @@ MOVED_MODULES: dict[str, str] = {
     "training.optimizer_step": "update.optimizer_step",
     "training.minibatches": "update.minibatches",
     "training.advantages": "update.advantages",
-    "training.distributions": "update.distributions",
+    "training.distributions": "common.distributions",
     "training.collect": "rollout.collect",
     "training.inference": "rollout.inference",
     "training.rollout": "rollout.value_units",

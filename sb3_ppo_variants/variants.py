@@ -24,7 +24,6 @@ from typing import Any
 
 from stable_baselines3 import PPO
 
-from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import Scaled
 from sb3_ppo_variants.components import (
@@ -51,6 +50,20 @@ from sb3_ppo_variants.components import (
     VTraceAdvantages,
 )
 from sb3_ppo_variants.components.phasic import PhasicAuxiliaryPhase
+
+
+def default_loss() -> list[LossComponent]:
+    """SB3's PPO loss. The order is SB3's sum order, which keeps the result bit-identical."""
+    return [ClippedSurrogate(), EntropyBonus(), ValueLoss(), KLEarlyStop()]
+
+
+LINKED_DEFAULTS: dict[str, Any] = {
+    attribute: getattr(component, field)
+    for component in default_loss()
+    for field, attribute in component.linked.items()
+}
+"""What the SB3 PPO arguments that configure the loss (``clip_range``, ``ent_coef``, ``vf_coef``,
+``clip_range_vf``, ``target_kl``) default to: the defaults of the fields they mirror."""
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,28 @@ def test_the_storage_retries_every_method_of_optunas_storage_api():
     # set_trial_state_values and create_new_trial's private half retry with checks of their own.
     assert set(RETRIED_STORAGE_API) | {"set_trial_state_values", "remove_session"} == public
     assert all(callable(getattr(RDBStorage, name, None)) for name in RETRIED_RDB_CALLS), optuna.__version__
+
+
+LAYERS = {  # each room and the rooms it may import from (besides itself)
+    "common": set(),
+    "components": {"common"},
+    "update": {"common", "components"},
+    "rollout": {"common", "components"},
+    "persistence": {"common", "components"},
+    "variants": {"common", "components"},
+    "algorithms": {"common", "components", "update", "rollout", "persistence", "variants"},
+}
+
+
+def test_data_flows_one_way_through_the_rooms():
+    crossings = []
+    for room, allowed in LAYERS.items():
+        paths = [ROOT / "sb3_ppo_variants" / f"{room}.py"] if room == "variants" else []
+        paths += list((ROOT / "sb3_ppo_variants" / room).glob("*.py")) if room != "variants" else []
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sb3_ppo_variants."):
+                    target = node.module.split(".")[1]
+                    if target != room and target not in allowed:
+                        crossings.append(f"{path.relative_to(ROOT)} imports {node.module}")
+    assert crossings == []

@@ -1,4 +1,8 @@
-"""The PPO arguments this package shares with SB3: their checks, and the default loss they configure."""
+"""The PPO arguments this package shares with SB3: their checks, and how SB3 keeps two of them.
+
+``default_loss`` and ``LINKED_DEFAULTS`` (the loss those arguments configure) live with the variants
+(:mod:`sb3_ppo_variants.variants`, whose ``"ppo"`` it is); they are imported here for the algorithms.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import check_choice, check_int, check_number
-from sb3_ppo_variants.components.entropy import EntropyBonus
-from sb3_ppo_variants.components.kl import KLEarlyStop
-from sb3_ppo_variants.components.protocol import LossComponent
-from sb3_ppo_variants.components.surrogate import ClippedSurrogate
-from sb3_ppo_variants.components.value import ValueLoss
-
-
-def default_loss() -> list[LossComponent]:
-    """SB3's PPO loss. The order is SB3's sum order, which keeps the result bit-identical."""
-    return [ClippedSurrogate(), EntropyBonus(), ValueLoss(), KLEarlyStop()]
-
-
-LINKED_DEFAULTS: dict[str, Any] = {
-    attribute: getattr(component, field)
-    for component in default_loss()
-    for field, attribute in component.linked.items()
-}
-"""What the SB3 PPO arguments that configure the loss (``clip_range``, ``ent_coef``, ``vf_coef``,
-``clip_range_vf``, ``target_kl``) default to: the defaults of the fields they mirror."""
+from sb3_ppo_variants.variants import LINKED_DEFAULTS, default_loss
 
 
 def sb3_schedule(attribute: str, value: Any) -> Any:
@@ -76,3 +62,6 @@ def check_ppo_arguments(**arguments: Any) -> None:
             check_int(name, value, low=rule[1])
         else:
             check_number(name, value, **rule)
+
+
+__all__ = ["LINKED_DEFAULTS", "check_ppo_arguments", "default_loss", "sb3_schedule"]

@@ -20,7 +20,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import explained_variance
 
-from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS, default_loss, sb3_schedule
+from sb3_ppo_variants.algorithms.arguments import sb3_schedule
+from sb3_ppo_variants.common.distributions import constant_action_dims, current_distribution, torch_distribution
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.components.hooks import TrainingContext, TrainingHook, value_transform_of
@@ -38,7 +39,6 @@ from sb3_ppo_variants.rollout.inference import rollout_forward, supports_rollout
 from sb3_ppo_variants.rollout.value_units import values_in_return_units
 from sb3_ppo_variants.update.advantages import NormalizeBatchAdvantages, RecomputeAdvantages, evaluate_rollout
 from sb3_ppo_variants.update.compiled import CompiledScorer, check_compile_toolchain, compile_options
-from sb3_ppo_variants.update.distributions import constant_action_dims, current_distribution, torch_distribution
 from sb3_ppo_variants.update.hyperparameters import BoundLoss, bind_loss
 from sb3_ppo_variants.update.optimizer_step import OptimizerStep
 from sb3_ppo_variants.update.scoring import MinibatchScorer, PolicyEvaluation
@@ -49,6 +49,7 @@ from sb3_ppo_variants.update.trainer import (
     distribution_checks_off,
     reduce_to_floats,
 )
+from sb3_ppo_variants.variants import LINKED_DEFAULTS, default_loss
 
 # Parameters that only the value function uses (SB3's and sb3-contrib's actor-critic policies).
 _VALUE_PARAMETER_PREFIXES = (

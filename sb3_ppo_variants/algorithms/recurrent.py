@@ -17,9 +17,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_ppo_variants.algorithms.arguments import check_ppo_arguments
 from sb3_ppo_variants.algorithms.base import LossComponentsMixin
+from sb3_ppo_variants.common.distributions import current_distribution
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.components.protocol import LossSpec
-from sb3_ppo_variants.update.distributions import current_distribution
 from sb3_ppo_variants.update.scoring import PolicyEvaluation
 from sb3_ppo_variants.variants import accepts_variant
 

@@ -9,13 +9,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch as th
 
-from sb3_ppo_variants.algorithms.policies import PhasicActorCriticPolicy
+from sb3_ppo_variants.common.distributions import torch_distribution
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.common.validation import check_number
 from sb3_ppo_variants.components.hooks import TrainingContext
 from sb3_ppo_variants.components.kl import exact_kl
 from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Minibatch
-from sb3_ppo_variants.update.distributions import torch_distribution
 
 
 @dataclass
@@ -70,7 +69,7 @@ class PhasicAuxiliaryPhase(LossComponent):
         self.calls = th.zeros((), dtype=th.int64)
 
     def check_model(self, model: Any) -> None:
-        if not isinstance(model.policy, PhasicActorCriticPolicy):
+        if not callable(getattr(model.policy, "auxiliary_values", None)):  # the auxiliary head's
             raise HyperparameterError(
                 f"loss component {self.name!r} is invalid for policy {type(model.policy).__name__}: accepted "
                 "policies are PhasicActorCriticPolicy and its subclasses (aliases 'PhasicMlpPolicy', "

@@ -2,8 +2,8 @@
 
 From ``hyperparams/ppo.yml`` of rl-baselines3-zoo (LunarLander-v2, HalfCheetah-v3 and Hopper-v3
 there), written as the Zoo writes them: ``"lin_0.001"`` is a schedule decaying linearly from 0.001
-to 0, read by the Zoo launcher's own parser
-(:func:`~sb3_ppo_variants.zoo.hyperparameters.linear_schedule`).
+to 0, read by the parser the Zoo launcher reads a Zoo YAML with
+(:func:`~sb3_ppo_variants.common.schedules.linear_schedule`).
 The benchmark grid (``python -m benchmarks.grid``) and ``python -m tuning retrain`` both read this table.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from sb3_ppo_variants.common.schedules import is_linear_schedule, linear_schedule
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,10 @@ ZOO_PPO: dict[str, ZooSetup] = {
 
 def zoo_ppo_arguments(env_id: str) -> dict[str, Any]:
     """The Zoo's hyperparameters for ``env_id`` as SB3 ``PPO`` keyword arguments (``{}`` if it has none)."""
-    from sb3_ppo_variants.zoo.hyperparameters import LINEAR_PREFIX, linear_schedule
-
     setup = ZOO_PPO.get(env_id)
     if setup is None:
         return {}
-    arguments = {
-        k: linear_schedule(v, k) if isinstance(v, str) and v.startswith(LINEAR_PREFIX) else v
-        for k, v in setup.hyperparameters.items()
-    }
+    arguments = {k: linear_schedule(v, k) if is_linear_schedule(v) else v for k, v in setup.hyperparameters.items()}
     if setup.policy_kwargs.get("mujoco"):
         import torch as th
 

@@ -24,6 +24,7 @@ a pure function of the values, so a finished trial's ``params`` rebuild its conf
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 import optuna
 import torch as th
 
+from sb3_ppo_variants.common.validation import Scaled
 from sb3_ppo_variants.components import (
     KLAdaptiveLearningRate,
     KLPenalty,
@@ -41,6 +43,7 @@ from sb3_ppo_variants.components import (
     ValueNormalization,
     VTraceAdvantages,
 )
+from sb3_ppo_variants.components.protocol import field_values
 from sb3_ppo_variants.tuning.legacy import POLICY_LOSS_VARIANTS, legacy_loss
 from sb3_ppo_variants.variants import resolve_variant, variant_arguments, variant_loss, variant_names
 
@@ -336,10 +339,21 @@ def _variant_loss(name: str, linked: dict[str, Any], tuned: dict[str, Any], v: M
         clip_mode=v["value_clip"] if clipped_value else "prediction",
         error=v["value_error"],
     )
-    loss = [value if isinstance(component, ValueLoss) else component for component in loss]
+    loss = [value if isinstance(component, ValueLoss) else _plain(component) for component in loss]
     if name in WITH_KL_PENALTY and v["kl_penalty"]:
         loss.append(KLPenalty(coef=0.2, target=v["kl_target"], adaptive=True))
     return loss
+
+
+def _plain(component: LossComponent) -> LossComponent:
+    """The component with a constant ``Scaled`` field (clip-higher's bound of a sampled float clip range) as
+    its float, the same value, so a trial's configuration has a plain (YAML) form."""
+    constants = {
+        key: value.base * value.factor
+        for key, value in field_values(component).items()
+        if isinstance(value, Scaled) and not callable(value.base)
+    }
+    return dataclasses.replace(component, **constants) if constants else component  # type: ignore[type-var]
 
 
 def _options(v: Mapping[str, Any]) -> list[LossComponent]:

@@ -31,13 +31,13 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
 
-from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Stat, field_values
-from sb3_ppo_variants.update.distributions import (
+from sb3_ppo_variants.common.distributions import (
     constant_action_dims,
     distribution_state,
     restore_distribution_state,
 )
+from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Stat, field_values
 from sb3_ppo_variants.update.optimizer_step import FlatAdam, OptimizerStep
 from sb3_ppo_variants.update.scoring import MinibatchScorer, ScoredMinibatch
 

@@ -29,26 +29,12 @@ from typing import Any
 
 from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
 
-from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS
-from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.common.schedules import LINEAR_PREFIX, linear_schedule
 from sb3_ppo_variants.common.validation import check_int
 from sb3_ppo_variants.components.protocol import registered_components
 from sb3_ppo_variants.persistence.config import from_plain
 from sb3_ppo_variants.tuning.space import minibatch_size
-from sb3_ppo_variants.variants import variant_arguments, variant_policy
-
-LINEAR_PREFIX = "lin_"
-
-
-def linear_schedule(value: str, key: str) -> LinearSchedule:
-    """The Zoo's ``lin_<x>``: ``x`` at the start of training, decaying linearly to 0 at the end."""
-    try:
-        start = float(value[len(LINEAR_PREFIX) :])
-    except ValueError:
-        raise HyperparameterError(
-            f"{key}={value!r} is invalid: accepted strings are lin_<number> (a linear decay to 0), e.g. lin_0.2."
-        ) from None
-    return LinearSchedule(start, 0.0, 1.0)
+from sb3_ppo_variants.variants import LINKED_DEFAULTS, variant_arguments, variant_policy
 
 
 def zoo_arguments(

@@ -8,10 +8,10 @@ from typing import Any
 
 import optuna
 
-from sb3_ppo_variants.algorithms.arguments import LINKED_DEFAULTS
 from sb3_ppo_variants.components.protocol import linked_values
 from sb3_ppo_variants.persistence.config import to_plain
 from sb3_ppo_variants.tuning.space import SearchSpace, ppo_variant_arguments, with_defaults
+from sb3_ppo_variants.variants import LINKED_DEFAULTS
 
 
 def trial_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:

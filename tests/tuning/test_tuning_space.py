@@ -55,15 +55,25 @@ def test_a_variants_tunable_ranges_are_the_spaces_and_its_constants_the_default(
         built = ppo_variant_arguments(sampled_values, 1)
         named = variant_arguments(name, {"n_epochs": 10}, tuned={}) if name != "ppo" else {"n_epochs": 10}
         assert built["n_epochs"] == named["n_epochs"]
-        if name != "ppo":
+        if name == "clip-higher":  # the variant's bound, Scaled(0.2, 1.4), is its value 0.28 in a trial
+            assert built["loss"][0].clip_range_high == pytest.approx(named["loss"][0].clip_range_high(1.0))
+        elif name != "ppo":
             assert [c.config() for c in built["loss"]] == [c.config() for c in named["loss"]]
     assert ppo_variant_arguments({"variant": "espo", "n_epochs": 10}, 1)["n_epochs"] == 30
+
+
+def test_every_sampled_configuration_has_a_plain_form():
+    from sb3_ppo_variants.persistence.config import from_plain, to_plain
+
+    for values in sampled(SearchSpace(), n=100):
+        plain = to_plain(ppo_variant_arguments(values, 1))  # what best.yaml and the Zoo's trials hold
+        assert from_plain(plain, allow=())["loss"] == plain["loss"]
 
 
 def test_the_loss_follows_the_sampled_variant_and_its_values():
     base = {"clip_range": 0.3, "value_clip": "pessimistic", "value_clip_range": 0.5}
     loss = ppo_variant_arguments({**base, "variant": "clip-higher", "clip_high_ratio": 1.5}, 1)["loss"]
-    assert isinstance(loss[0], ClippedSurrogate) and loss[0].clip_range_high(1.0) == pytest.approx(0.45)
+    assert isinstance(loss[0], ClippedSurrogate) and loss[0].clip_range_high == pytest.approx(0.45)
     assert loss[2].clip_mode == "pessimistic" and loss[2].clip_range == 0.5
     penalty = ppo_variant_arguments({"variant": "ppo-penalty", "kl_target": 0.02}, 1)["loss"]
     assert isinstance(penalty[0], Surrogate) and penalty[-1] == KLPenalty(coef=1.0, target=0.02)
