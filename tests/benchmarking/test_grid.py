@@ -398,3 +398,32 @@ def test_tuning_and_the_grid_never_claim_trials_of_one_study(tmp_path):
               n_last_evaluations=1, n_eval_episodes=1, keep_models=False, progress=False)  # fmt: skip
     with pytest.raises(queue.GridError, match="tuned"):
         open_grid(GridSettings(storage_url=storage, study_name="tuned"), {"CartPole-v1": ENVS["CartPole-v1"]})
+
+
+def test_the_committed_studys_waiting_cells_are_claimed_and_told_by_this_code(tmp_path, monkeypatch):
+    """The committed study resumes with this code: a cell an earlier queue enqueued is claimed,
+    trained (here by a stand-in for the hours a real cell takes) and told, under its current identity."""
+    import sqlite3
+
+    copy = tmp_path / "grid.db"
+    with (
+        sqlite3.connect(ROOT / "benchmarks" / "results" / "grid" / "grid.db") as source,
+        sqlite3.connect(copy) as target,
+    ):
+        source.backup(target)
+    settings = GridSettings(storage_url=f"sqlite:///{copy}", study_name="grid")
+    study = optuna.load_study(study_name="grid", storage=settings.storage_url)
+    waiting = [t for t in study.get_trials(deepcopy=False, states=[TrialState.WAITING]) if cell_of(t) is not None]
+    if not waiting:
+        pytest.skip("the committed table is complete: no waiting cell left")
+    cell = cell_of(waiting[0])
+
+    def stand_in(cell, protocol, compile=False, on_evaluation=None, records=None):
+        steps = [protocol.timesteps * (i + 1) // protocol.n_evaluations for i in range(protocol.n_evaluations)]
+        return [(step, 1.0) for step in steps]
+
+    monkeypatch.setattr(queue, "train_cell", stand_in)
+    run_cells(settings, {cell: 0})
+    (told,) = [t for t in trials(settings.storage_url) if cell_of(t) == cell and t.state == TrialState.COMPLETE]
+    assert told.value == 1.0 and told.user_attrs["row_id"] == queue.current_row_id(cell)
+    assert "commit" in told.user_attrs and queue.is_current(study, told)
