@@ -256,7 +256,9 @@ class LossComponentsMixin(LossFilesMixin):
                     n_epochs=self.n_epochs,
                     batch_size=self.batch_size,
                     device=self.device,
-                    score=self._scorer(optimizer, old_policy, progress, loss, keep_batch=bool(stoppers)),
+                    make_score=functools.partial(
+                        self._scorer, optimizer, old_policy, progress, loss, keep_batch=bool(stoppers)
+                    ),
                     optimizer=optimizer,
                     guard=guard,
                     hooks=self._training_hooks(loss.components),

@@ -109,6 +109,10 @@ class LossComponent(TrainingHook):
     so a callback that sets ``model.clip_range`` changes the loss, as in SB3."""
     needs_old_distribution: ClassVar[bool] = False
     """Ask the algorithm for the pre-update distribution (``Minibatch.old_distribution``)."""
+    host_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields the component reads on the host (as Python floats, say to index a table): under
+    ``compile=True`` they stay constants of the graph rather than becoming its inputs, so a change
+    costs a new compilation. Most components have none."""
     trains_values: ClassVar[bool] = False
     """Whether its term trains the value function (a loss with none of these warns)."""
 

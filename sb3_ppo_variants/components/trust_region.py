@@ -147,6 +147,7 @@ class TrustRegionGuidedSurrogate(LossComponent):
 
     name: ClassVar[str] = "trust_region_guided_surrogate"
     linked: ClassVar[dict[str, str]] = {"clip_range": "clip_range"}
+    host_fields: ClassVar[tuple[str, ...]] = ("clip_range",)  # a Gaussian's band is tabulated for its KL
 
     DISCRETE_KL_RANGE: ClassVar[float] = 0.001
 

@@ -103,16 +103,20 @@ class CompiledScorer:
         Dynamo bakes a component's float fields into the graph as constants, so a field that
         changes between calls would mean a new graph every call, until dynamo's recompile
         limit. Such a field is a 0-d tensor in a copy of the component, an input of the graph:
-        from the first call for a schedule that varies and for every float field of a component
-        whose ``after_train`` may change it (:attr:`LossComponent.adapts`), and from its first
-        change for any other (a linked attribute that a callback sets).
+        from the first call for a schedule that varies, for a linked field (the algorithm's
+        attribute, which a callback may set) and for every float field of a component whose
+        ``after_train`` may change it (:attr:`LossComponent.adapts`), and from its first change for
+        any other. A component's :attr:`~LossComponent.host_fields` stay constants.
         """
         fields = [{k: v for k, v in field_values(c).items() if isinstance(v, float)} for c in components]
         last, self._last_fields = self._last_fields or fields, fields
         graph = list(components)
         for index, component in enumerate(components):
             for name, value in fields[index].items():
-                varies = component.adapts or _varies(schedules[index].get(name))
+                if name in component.host_fields:
+                    continue
+                linked = name in component.linked
+                varies = component.adapts or linked or _varies(schedules[index].get(name))
                 if varies or last[index].get(name, value) != value:
                     self._varying.add((index, name))
             inputs = {name: value for name, value in fields[index].items() if (index, name) in self._varying}

@@ -46,8 +46,10 @@ class Trainer:
     n_epochs: int
     batch_size: int | None
     device: th.device
-    score: Callable[[Any], ScoredMinibatch]
-    """``score(rollout_data)``: the minibatch's loss, its terms and (on the compiled path) its gradient."""
+    make_score: Callable[[], Callable[[Any], ScoredMinibatch]]
+    """Builds the call's ``score(rollout_data)`` (the minibatch's loss, its terms and, on the compiled
+    path, its gradient) once the hooks' ``before_train`` has run: the compiled path copies the
+    components as they are then (a policy copy a hook made included)."""
     optimizer: OptimizerStep
     guard: DivergenceGuard
     hooks: Sequence[TrainingHook]
@@ -63,13 +65,14 @@ class Trainer:
         epochs = 0
         optimizer = self.optimizer
         _call(self.hooks, "before_train", context)
+        score = self.make_score()
         for epoch in range(self.n_epochs):
             epochs += 1
             _call(self.hooks, "before_epoch", context, epoch)
             approx_kl = []  # SB3 reports the KL of the last epoch only
             stop_reason: str | None = None
             for index, rollout_data in enumerate(minibatches(self.rollout_buffer, self.batch_size, self.device)):
-                scored = self.score(rollout_data)
+                scored = score(rollout_data)
                 _collect(stats, scored.terms)
                 approx_kl.append(scored.approx_kl)
                 stop_reason = next((r for c in self.stoppers if (r := c.stop_early(scored.batch)) is not None), None)

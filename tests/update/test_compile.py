@@ -13,6 +13,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
 from sb3_ppo_variants.common.errors import HyperparameterError, TrainingDivergedError
+from sb3_ppo_variants.common.validation import Scaled
 from sb3_ppo_variants.components import (
     CISPOSurrogate,
     ClippedSurrogate,
@@ -330,12 +331,12 @@ class RaiseEntropy(BaseCallback):
         self.model.ent_coef = 0.01 * self.model.num_timesteps / 32
 
 
-def test_a_linked_attribute_a_callback_changes_becomes_a_graph_input_at_one_more_compilation():
+def test_a_linked_attribute_a_callback_changes_is_a_graph_input_from_the_first_call():
     loss = [ClippedSurrogate(), ValueLoss(), EntropyBonus()]
     graphs = []
     compiled = _train_three_calls(loss, _counting_backend(graphs), callback=RaiseEntropy())
     default = _train_three_calls(loss, False, callback=RaiseEntropy())
-    assert len(graphs) == 2 and compiled.compiled_path == ONE_GRAPH
+    assert len(graphs) == 1 and compiled.compiled_path == ONE_GRAPH  # the new ent_coef compiles nothing
     assert compiled.loss[2].coef == default.loss[2].coef == pytest.approx(0.03)
     for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
         assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
@@ -420,3 +421,16 @@ def test_compile_options_build_one_cpp_library_per_graph_unless_told_otherwise()
     assert compile_options({"options": {"cpp_wrapper": False}}) == {"options": {**ours, "cpp_wrapper": False}}
     assert compile_options({"mode": "max-autotune-no-cudagraphs"}) == {"mode": "max-autotune-no-cudagraphs"}
     assert compile_options(TRACE_ONLY) == TRACE_ONLY
+
+
+def test_a_hook_that_makes_state_in_before_train_is_seen_by_the_graph_of_the_first_call():
+    """PPO-EWMA builds its average policy in before_train; with a clip range that is a graph input
+    (a schedule, a linked attribute) the graph's copy of the component must be made after that."""
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    schedule = Scaled(0.2, 1.0)  # a schedule with a plain form
+    model = PPOVariant(
+        "MlpPolicy", env, variant="ppo-ewma", clip_range=schedule, n_steps=32, batch_size=32, n_epochs=2,
+        compile=True, seed=0, device="cpu",
+    )  # fmt: skip
+    model.learn(128)
+    assert model.compiled_path is not None and model.num_timesteps == 128  # before, the first call failed
