@@ -21,9 +21,9 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import explained_variance
 
 from sb3_ppo_variants.algorithms.arguments import sb3_schedule
+from sb3_ppo_variants.algorithms.learning_rates import call_learning_rates, split_value_parameters
 from sb3_ppo_variants.common.distributions import constant_action_dims, current_distribution, torch_distribution
 from sb3_ppo_variants.common.errors import HyperparameterError
-from sb3_ppo_variants.common.validation import value_at
 from sb3_ppo_variants.components.hooks import TrainingContext, TrainingHook, value_transform_of
 from sb3_ppo_variants.components.protocol import (
     LossComponent,
@@ -50,15 +50,6 @@ from sb3_ppo_variants.update.trainer import (
     reduce_to_floats,
 )
 from sb3_ppo_variants.variants import LINKED_DEFAULTS, default_loss
-
-# Parameters that only the value function uses (SB3's and sb3-contrib's actor-critic policies).
-_VALUE_PARAMETER_PREFIXES = (
-    "value_net.",
-    "mlp_extractor.value_net.",
-    "vf_features_extractor.",
-    "lstm_critic.",
-    "critic.",
-)
 
 
 class LossComponentsMixin(LossFilesMixin):
@@ -185,42 +176,18 @@ class LossComponentsMixin(LossFilesMixin):
         """The component that normalises value predictions, if any (see ``TrainingHook``)."""
         return value_transform_of(self.loss)
 
-    # --- learning rates -------------------------------------------------------------------
+    # --- learning rates (see learning_rates.py) ------------------------------------------
 
     def _split_value_parameters(self) -> None:
-        """Rebuild the optimizer with the value function's own parameters in a second group.
-
-        Parameters the actor shares (a shared features extractor, a shared LSTM) stay with the
-        policy's learning rate. SB3 issue #338.
-        """
-        policy = self.policy
-        value = [p for name, p in policy.named_parameters() if name.startswith(_VALUE_PARAMETER_PREFIXES)]
-        if not value:
-            raise HyperparameterError(
-                f"vf_learning_rate={self.vf_learning_rate!r} is invalid for {type(policy).__name__}, which has no "
-                "parameters of its own for the value function: accepted values are None."
-            )
-        value_ids = {id(p) for p in value}
-        shared = [p for p in policy.parameters() if id(p) not in value_ids]
-        policy.optimizer = policy.optimizer_class(  # type: ignore[call-arg]
-            [{"params": shared}, {"params": value, "lr": value_at(self.vf_learning_rate, 1.0)}],
-            lr=self.lr_schedule(1),  # type: ignore[attr-defined]
-            **policy.optimizer_kwargs,
-        )
+        split_value_parameters(self.policy, self.vf_learning_rate, self.lr_schedule(1))  # type: ignore[attr-defined]
 
     def _update_learning_rate(self, optimizers: Any) -> None:
         """SB3's schedule, the value function's own schedule, then each hook's ``learning_rate``."""
         super()._update_learning_rate(optimizers)  # type: ignore[misc]
         groups = self.policy.optimizer.param_groups
-        if self.vf_learning_rate is not None:
-            groups[1]["lr"] = value_at(self.vf_learning_rate, self._current_progress_remaining)  # type: ignore[attr-defined]
-            self.logger.record("train/vf_learning_rate", groups[1]["lr"])
-        scheduled = groups[0]["lr"]
-        for group in groups:
-            for component in self.loss:
-                group["lr"] = component.learning_rate(group["lr"])
-        if groups[0]["lr"] != scheduled:
-            self.logger.record("train/learning_rate", groups[0]["lr"])
+        progress = self._current_progress_remaining  # type: ignore[attr-defined]
+        for key, value in call_learning_rates(groups, self.vf_learning_rate, progress, self.loss).items():
+            self.logger.record(f"train/{key}", value)
 
     # --- what the loop asks for -----------------------------------------------------------
 

@@ -79,7 +79,10 @@ class ClippedSurrogate(LossComponent):
             eps_high = value_at(self.clip_range_high, batch.progress_remaining)
             stats["clip_range_high"] = eps_high
         eps_low = eps / (1 + eps) if self.log_symmetric else eps  # 1 - eps / (1 + eps) = 1 / (1 + eps)
-        clipped = th.clamp(ratio, 1 - eps_low, 1 + eps_high)
+        low, high = 1 - eps_low, 1 + eps_high
+        if isinstance(low, th.Tensor) != isinstance(high, th.Tensor):  # clamp takes two tensors or two numbers
+            low, high = (th.as_tensor(b, dtype=ratio.dtype, device=ratio.device) for b in (low, high))
+        clipped = th.clamp(ratio, low, high)
         surrogate = th.min(advantages * ratio, advantages * clipped)
         if self.dual_clip is not None:
             lower_bound = self.dual_clip * advantages
