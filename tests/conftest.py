@@ -51,6 +51,19 @@ def training_context(**fields: Any) -> TrainingContext:
     return TrainingContext(**{**defaults, **fields})
 
 
+def grad_of(term: Any, tensor: th.Tensor) -> list[float]:
+    """The gradient of a loss term's loss with respect to ``tensor``, as a list."""
+    (grad,) = th.autograd.grad(term.loss, tensor)
+    return grad.tolist()
+
+
+def masked_env() -> gym.Env:
+    """A Discrete environment with invalid actions, for the masked algorithm."""
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    return InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3)
+
+
 def make_batch(**tensors: Any) -> Minibatch:
     """A minibatch from hand-chosen tensors; ``log_ratio`` becomes a leaf that needs grad."""
     n = len(next(iter(v for v in tensors.values() if isinstance(v, list | th.Tensor))))

@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch as th
-from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant
@@ -13,16 +12,15 @@ from sb3_ppo_variants.components import (
     EWMAProximalSurrogate,
 )
 from sb3_ppo_variants.variants import variant_arguments
-from tests.conftest import FAST, make_batch, parameters_equal, save_continue_and_resume, training_context
-
-
-def grad_of(term, tensor) -> list[float]:
-    (grad,) = th.autograd.grad(term.loss, tensor)
-    return grad.tolist()
-
-
-def _masked_env():
-    return InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3)
+from tests.conftest import (
+    FAST,
+    grad_of,
+    make_batch,
+    masked_env,
+    parameters_equal,
+    save_continue_and_resume,
+    training_context,
+)
 
 
 def _ewma_batch(proximal_log_prob, **tensors):
@@ -97,7 +95,7 @@ def test_ewma_decay_matches_the_age_of_ppos_anchor():
 
 @pytest.mark.parametrize("cls", [PPOVariant, MaskablePPOVariant])
 def test_ewma_average_survives_save_load_and_continued_training_bit_for_bit(cls, tmp_path):
-    env = "Pendulum-v1" if cls is PPOVariant else _masked_env
+    env = "Pendulum-v1" if cls is PPOVariant else masked_env
     model = cls("MlpPolicy", make_vec_env(env, n_envs=2, seed=0), **variant_arguments("ppo-ewma", FAST)).learn(256)
     model, resumed = save_continue_and_resume(model, tmp_path / "model.zip", 256)
     assert parameters_equal(model.policy, resumed.policy)

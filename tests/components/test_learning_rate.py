@@ -1,7 +1,6 @@
 """The KL-adaptive learning rate: its rule, bounds and effect."""
 
 import pytest
-from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import HyperparameterError, MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
@@ -10,11 +9,7 @@ from sb3_ppo_variants.components import (
     KLAdaptiveLearningRate,
     ValueLoss,
 )
-from tests.conftest import FAST
-
-
-def _masked_env():
-    return InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3)
+from tests.conftest import FAST, masked_env
 
 
 def test_kl_adaptive_learning_rate_rule_and_bounds():
@@ -38,7 +33,7 @@ def test_kl_adaptive_learning_rate_rule_and_bounds():
     ("cls", "policy", "env"),
     [
         (PPOVariant, "MlpPolicy", "Pendulum-v1"),
-        (MaskablePPOVariant, "MlpPolicy", _masked_env),
+        (MaskablePPOVariant, "MlpPolicy", masked_env),
         (RecurrentPPOVariant, "MlpLstmPolicy", "CartPole-v1"),
     ],
 )

@@ -2,7 +2,6 @@
 
 import pytest
 import torch as th
-from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant
@@ -11,11 +10,7 @@ from sb3_ppo_variants.components import (
     OuterUpdate,
     ValueLoss,
 )
-from tests.conftest import FAST, parameters_equal, save_continue_and_resume, training_context
-
-
-def _masked_env():
-    return InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3)
+from tests.conftest import FAST, masked_env, parameters_equal, save_continue_and_resume, training_context
 
 
 def _outer_call(component, policy, update):
@@ -60,7 +55,7 @@ def test_an_outer_learning_rate_of_one_is_ppo():
 
 @pytest.mark.parametrize("cls", [PPOVariant, MaskablePPOVariant])
 def test_outer_momentum_survives_save_load_and_continued_training_bit_for_bit(cls, tmp_path):
-    env = "Pendulum-v1" if cls is PPOVariant else _masked_env
+    env = "Pendulum-v1" if cls is PPOVariant else masked_env
     loss = [ClippedSurrogate(), ValueLoss(), OuterUpdate(outer_learning_rate=1.5, momentum=0.9)]
     model = cls("MlpPolicy", make_vec_env(env, n_envs=2, seed=0), loss=loss, **FAST).learn(256)
     model, resumed = save_continue_and_resume(model, tmp_path / "model.zip", 256)

@@ -18,12 +18,7 @@ from sb3_ppo_variants.components import (
     Surrogate,
     TrustRegionRollbackSurrogate,
 )
-from tests.conftest import make_batch
-
-
-def grad_of(term, tensor) -> list[float]:
-    (grad,) = th.autograd.grad(term.loss, tensor)
-    return grad.tolist()
+from tests.conftest import grad_of, make_batch
 
 
 def sigmoid(x: float) -> float:

@@ -16,12 +16,7 @@ from sb3_ppo_variants.components import (
     trust_region_ratio_bounds,
 )
 from sb3_ppo_variants.variants import variant_arguments
-from tests.conftest import FAST, make_batch
-
-
-def grad_of(term, tensor) -> list[float]:
-    (grad,) = th.autograd.grad(term.loss, tensor)
-    return grad.tolist()
+from tests.conftest import FAST, grad_of, make_batch
 
 
 def _multi_discrete_env() -> gym.Env:

@@ -6,12 +6,7 @@ import torch as th
 from sb3_ppo_variants.components import (
     ValueLoss,
 )
-from tests.conftest import make_batch
-
-
-def grad_of(term, tensor) -> list[float]:
-    (grad,) = th.autograd.grad(term.loss, tensor)
-    return grad.tolist()
+from tests.conftest import grad_of, make_batch
 
 
 def _value_batch(values, returns, old_values):

@@ -6,7 +6,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
-from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RecurrentPPOVariant
@@ -14,11 +13,7 @@ from sb3_ppo_variants.components import (
     ValueNormalization,
 )
 from sb3_ppo_variants.variants import variant_arguments
-from tests.conftest import FAST, training_context
-
-
-def _masked_env():
-    return InvalidActionEnvDiscrete(dim=10, n_invalid_actions=3)
+from tests.conftest import FAST, masked_env, training_context
 
 
 def _context(returns: np.ndarray) -> Any:
@@ -52,7 +47,7 @@ def test_value_normalization_statistics_are_debiased_moving_averages():
     ("cls", "policy", "env"),
     [
         (PPOVariant, "MlpPolicy", "CartPole-v1"),
-        (MaskablePPOVariant, "MlpPolicy", _masked_env),
+        (MaskablePPOVariant, "MlpPolicy", masked_env),
         (RecurrentPPOVariant, "MlpLstmPolicy", "CartPole-v1"),
     ],
 )
