@@ -1,17 +1,24 @@
-"""Where a rollout step's time goes: each part of SB3's ``collect_rollouts`` step, timed alone.
+"""Where a rollout step's time goes: each part of a ``collect_rollouts`` step, timed alone, and its
+ratio to the step's practical floor.
 
-    python benchmarks/rollout_profile.py                      # CartPole-v1, SB3's defaults, 8 envs
+    python benchmarks/rollout_profile.py                       # CartPole-v1, SB3's defaults, 8 envs
+    python benchmarks/rollout_profile.py --case halfcheetah    # the Zoo's HalfCheetah-v5: 256x256, VecNormalize
     python benchmarks/rollout_profile.py --env Pendulum-v1 --steps 2000
 
 One torch thread. Each part runs ``--steps`` times on the same observations and its mean time per
-call is printed, in microseconds per step of all environments: the policy's forward as SB3 runs it
-(``policy(obs)``: the networks, then a torch distribution object, its sample and log-probability,
-with torch's argument checks), the networks alone, our rollout forward
+call is printed in microseconds per step of all environments. The **floor** is what a step cannot
+do without: the environments' own ``step`` as ``gym.make`` gives them (one after the other, no
+Monitor, no vectorisation, no normalisation) plus the networks' matrix products at their exact
+shapes (``torch.addmm``, nothing else). The parts: whole steps of SB3's and of our
+``collect_rollouts`` (a rollout divided by its steps: the figure a change must move), the policy's
+forward as SB3 runs it (``policy(obs)``: the networks, a torch distribution object, its sample and
+log-probability, torch's argument checks), the networks alone, our rollout forward
 (:mod:`sb3_ppo_variants.rollout.inference`: the same numbers on the tensors directly), the same
-with the networks compiled (``compile_options(True)``), and the rest of the step: converting the
-observation, ``env.step``, the clip of Box actions, ``rollout_buffer.add`` and the callbacks'
-``update_locals`` and ``on_step``. Whole rollouts, with the same totals, are
-``benchmarks/speed.py``'s business; this says which part a change can win on.
+with the networks compiled, and the rest of the step: converting the observation, the user's
+``VecEnv`` stack's ``step`` (Monitor, DummyVecEnv and, for the Zoo's HalfCheetah, VecNormalize), the
+clip of Box actions, ``rollout_buffer.add`` and the callbacks' ``update_locals`` and ``on_step``.
+Whole ``learn()`` calls are ``benchmarks/speed.py``'s business; this says which part a change can
+win on.
 """
 
 from __future__ import annotations
@@ -21,15 +28,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import ConvertCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.rollout.inference import policy_heads, rollout_forward
+from sb3_ppo_variants.tuning.baselines import ZOO_PPO, zoo_ppo_arguments
 from sb3_ppo_variants.update.compiled import compile_options
+
+CASES = {
+    "cartpole": {"env": "CartPole-v1", "n_envs": 8, "zoo": False},
+    "halfcheetah": {"env": "HalfCheetah-v5", "n_envs": 1, "zoo": True},
+}
 
 
 def per_call_us(function: Callable[[], Any], steps: int) -> float:
@@ -41,16 +57,64 @@ def per_call_us(function: Callable[[], Any], steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1e6
 
 
+def whole_step_us(algorithm: type, env_id: str, n_envs: int, zoo: bool, steps: int) -> float:
+    """A rollout of ``steps`` steps by ``algorithm``'s own ``collect_rollouts``, per step."""
+    kwargs = {**zoo_ppo_arguments(env_id), "n_steps": steps} if zoo else {"n_steps": steps}
+    model = algorithm("MlpPolicy", make_env(env_id, n_envs, zoo, kwargs.get("gamma", 0.99)), seed=0, device="cpu")
+    model._setup_learn(steps * n_envs, callback=None)
+    callback = ConvertCallback(None)
+    callback.init_callback(model)
+    collect = lambda: model.collect_rollouts(model.env, callback, model.rollout_buffer, steps)  # noqa: E731
+    collect()  # warm-up
+    start = time.perf_counter()
+    collect()
+    return (time.perf_counter() - start) / steps * 1e6
+
+
+def make_env(env_id: str, n_envs: int, zoo: bool, gamma: float) -> Any:
+    env = make_vec_env(env_id, n_envs=n_envs, seed=0)
+    return VecNormalize(env, gamma=gamma) if zoo and ZOO_PPO[env_id].normalize else env
+
+
+def raw_env_step(env_id: str, n_envs: int) -> Callable[[], Any]:
+    """The environments' own step, as ``gym.make`` gives them, one after the other."""
+    envs = [gym.make(env_id) for _ in range(n_envs)]
+    for index, env in enumerate(envs):
+        env.reset(seed=index)
+        env.action_space.seed(index)
+    actions = [env.action_space.sample() for env in envs]
+
+    def step() -> None:
+        for env, action in zip(envs, actions, strict=True):
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    return step
+
+
+def matmuls(policy: Any, n_envs: int) -> Callable[[], Any]:
+    """The policy's matrix products at their exact shapes, and nothing else."""
+    layers = [m for m in policy.modules() if isinstance(m, th.nn.Linear)]
+    inputs = [th.randn(n_envs, layer.in_features) for layer in layers]
+    return lambda: [th.addmm(layer.bias, x, layer.weight.t()) for layer, x in zip(layers, inputs, strict=True)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--case", choices=list(CASES), default="cartpole")
+    parser.add_argument("--env", help="another environment, SB3's defaults (overrides --case)")
+    parser.add_argument("--n-envs", type=int, help="default: the case's")
     parser.add_argument("--steps", type=int, default=5_000)
     args = parser.parse_args(argv)
     th.set_num_threads(1)
+    case = dict(CASES[args.case]) if not args.env else {"env": args.env, "n_envs": 8, "zoo": False}
+    env_id, zoo = case["env"], case["zoo"]
+    n_envs = args.n_envs or case["n_envs"]
 
-    env = make_vec_env(args.env, n_envs=args.n_envs, seed=0)
-    model = PPO("MlpPolicy", env, seed=0, device="cpu")
+    kwargs = zoo_ppo_arguments(env_id) if zoo else {}
+    env = make_env(env_id, n_envs, zoo, kwargs.get("gamma", 0.99))
+    model = PPO("MlpPolicy", env, seed=0, device="cpu", **kwargs)
     policy, buffer = model.policy, model.rollout_buffer
     policy.set_training_mode(False)
     obs = env.reset()
@@ -63,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     actions = actions.numpy()
     box = hasattr(model.action_space, "low")
     stored = actions.reshape(-1, 1) if not box else actions
-    rewards, dones = np.zeros(args.n_envs, dtype=np.float32), np.zeros(args.n_envs, dtype=bool)
+    rewards, dones = np.zeros(n_envs, dtype=np.float32), np.zeros(n_envs, dtype=bool)
     callback = ConvertCallback(None)
     callback.init_callback(model)
 
@@ -81,24 +145,50 @@ def main(argv: list[str] | None = None) -> None:
         callback.update_locals({"obs": obs, "actions": actions, "rewards": rewards, "dones": dones})
         return callback.on_step()
 
-    parts: dict[str, Callable[[], Any]] = {
+    with th.no_grad():
+        floor = {
+            "the environments' own step (gym.make)": per_call_us(raw_env_step(env_id, n_envs), args.steps),
+            "the networks' matrix products (addmm)": per_call_us(matmuls(policy, n_envs), args.steps),
+        }
+    rollout_steps = min(args.steps, 2048)
+    parts: dict[str, Callable[[], Any] | float] = {
+        "a whole step, SB3's collect_rollouts": whole_step_us(PPO, env_id, n_envs, zoo, rollout_steps),
+        "a whole step, our collect_rollouts": whole_step_us(PPOVariant, env_id, n_envs, zoo, rollout_steps),
         "policy(obs), SB3's forward": lambda: policy(obs_tensor),
         "  the networks alone": networks,
         "our rollout forward (same numbers)": lambda: ours(obs_tensor, None),
         "our rollout forward, compiled networks": lambda: compiled(obs_tensor, None),
         "obs_as_tensor": lambda: obs_as_tensor(obs, "cpu"),
-        "env.step (DummyVecEnv)": lambda: env.step(actions),
+        f"env.step ({' + '.join(wrapper_names(env))})": lambda: env.step(actions),
         "np.clip of Box actions": lambda: np.clip(actions, model.action_space.low, model.action_space.high),
         "rollout_buffer.add": add,
         "callbacks (update_locals, on_step)": callbacks,
     }
     if not box:
         del parts["np.clip of Box actions"]
-    print(f"{args.env}, {args.n_envs} environments, SB3's default MlpPolicy, {args.steps} calls each")
-    print("\n| part of a rollout step | µs per step |\n|---|---|")
+    total_floor = sum(floor.values())
+    network = "the Zoo's" if zoo else "SB3's default"
+    print(f"{env_id}, {n_envs} environment(s), {network} MlpPolicy, {args.steps} calls each")
+    print("\n| part of a rollout step | µs per step | ratio to the floor |\n|---|---|---|")
+    for name, us in floor.items():
+        print(f"| floor: {name} | {us:.0f} | |")
+    print(f"| **the floor** | **{total_floor:.0f}** | 1.0 |", flush=True)
     with th.no_grad():
-        for name, function in parts.items():
-            print(f"| {name} | {per_call_us(function, args.steps):.0f} |", flush=True)
+        for name, part in parts.items():
+            us = part if isinstance(part, float) else per_call_us(part, args.steps)
+            print(f"| {name} | {us:.0f} | {us / total_floor:.1f} |", flush=True)
+
+
+def wrapper_names(env: Any) -> list[str]:
+    """The user's VecEnv stack, outermost first, down to the environments' Monitor."""
+    names = []
+    while env is not None:
+        names.append(type(env).__name__)
+        inner = getattr(env, "venv", None)
+        if inner is None:
+            names.append(type(env.envs[0]).__name__)
+        env = inner
+    return names
 
 
 if __name__ == "__main__":

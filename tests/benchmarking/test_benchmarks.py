@@ -1,5 +1,6 @@
 """The speed benchmark runs end to end on a tiny budget (it measures; tests never time)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +10,26 @@ import pytest
 SPEED = Path(__file__).parents[2] / "benchmarks" / "speed.py"
 
 
-@pytest.mark.parametrize("case", ["cartpole-kl-penalty", "cartpole-compile"])
-def test_speed_benchmark_prints_a_row_per_algorithm(case):
-    command = [sys.executable, str(SPEED), "--case", case, "--repeats", "1", "--timesteps", "256"]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    rows = [line for line in output.splitlines() if line.startswith(f"| {case}")]
-    assert [row.split("|")[2].strip() for row in rows] == ["SB3 PPO", "PPOVariant"]
+def speed(*arguments: str) -> str:
+    command = [sys.executable, str(SPEED), "--repeats", "1", "--timesteps", "256", *arguments]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def test_speed_benchmark_prints_a_row_per_contender_and_the_compilers_import():
+    output = speed("--case", "cartpole-kl-penalty")
+    rows = [line.split("|") for line in output.splitlines() if line.startswith("| cartpole-kl-penalty")]
+    assert [row[2].strip() for row in rows] == ["SB3", "`PPOVariant` default", "`PPOVariant(compile=True)`"]
+    assert [row[4].strip() for row in rows][1:] != ["", ""]  # the speed-up over SB3, per round
+    assert "Importing torch's compiler adds" in output and "cartpole-kl-penalty" in output.splitlines()[-1]
+
+
+def test_speed_benchmark_times_sbx_where_it_is_installed_and_says_so_where_not():
+    output = speed("--case", "cartpole-default", "--contender", "sbx", "--contender", "ours")
+    rows = [line.split("|")[2].strip() for line in output.splitlines() if line.startswith("| cartpole-default")]
+    if importlib.util.find_spec("sbx") is None:
+        assert "SBX's rows are skipped: sbx-rl is not installed" in output and rows == ["`PPOVariant` default"]
+    else:
+        assert rows == ["SBX `PPO`", "`PPOVariant` default"]
 
 
 FAST_PATH = Path(__file__).parents[2] / "benchmarks" / "fast_path.py"
@@ -35,12 +50,6 @@ def test_the_cell_cost_benchmark_extrapolates_a_measured_run_to_the_tables_budge
     (row,) = [line for line in output.splitlines() if line.startswith("| CartPole-v1 |")]
     measured, cell = row.split("|")[2].strip(), row.split("|")[5].strip()
     assert measured == "500" and len(cell.split(" / ")) == 2
-
-
-def test_the_speed_benchmark_reports_the_compilers_import_beside_the_compiled_rows():
-    command = [sys.executable, str(SPEED), "--case", "cartpole-compile", "--repeats", "1", "--timesteps", "256"]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    assert "Importing torch's compiler adds" in output and "cartpole-compile" in output.splitlines()[-1]
 
 
 ROOT = Path(__file__).parents[2]
