@@ -18,6 +18,7 @@ tracing, before anything runs, so nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -37,12 +38,14 @@ from sb3_ppo_variants.common.distributions import (
     restore_distribution_state,
 )
 from sb3_ppo_variants.common.errors import HyperparameterError
+from sb3_ppo_variants.components.hooks import TrainingHook
 from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Stat, field_values
 from sb3_ppo_variants.update.optimizer_step import FlatAdam, OptimizerStep
 from sb3_ppo_variants.update.scoring import MinibatchScorer, ScoredMinibatch
 
 ONE_GRAPH, BACKWARD = "one graph", "backward"
 """The values of :attr:`CompiledScorer.path`."""
+_no_change = contextlib.nullcontext()
 
 Layout = tuple[tuple[tuple[str, int, th.Size], ...], ...]
 
@@ -150,13 +153,22 @@ class CompiledScorer:
             self.path = BACKWARD
             return backward
         flats, layout = optimizer.flat_parameters, parameter_layout(self.scorer.policy, optimizer)
+        # Within a call, every minibatch of the first one's size meets the graph the first one's
+        # guards chose: the same objects, shapes and constants, unless a component's after_step
+        # changes what the graph reads. So only the first pays the guards' evaluation.
+        steady = all(type(component).after_step is TrainingHook.after_step for component in components)
+        guarded_size: list[int] = []
 
         def score(rollout_data: Any) -> ScoredMinibatch:
             if not self.one_graph_failed:
+                size = rollout_data.actions.shape[0]
+                skip_guards = steady and guarded_size == [size]
                 try:  # tracing comes before running and changes nothing, so falling back loses nothing
-                    scored = self.one_graph_score(
-                        self.scorer, self.holder, flats, layout, rollout_data, old_policy, progress, components
-                    )
+                    with th.compiler.set_stance(skip_guard_eval_unsafe=True) if skip_guards else _no_change:
+                        scored = self.one_graph_score(
+                            self.scorer, self.holder, flats, layout, rollout_data, old_policy, progress, components
+                        )
+                    guarded_size[:] = guarded_size or [size]
                     self.path = ONE_GRAPH
                     return scored
                 except (th._dynamo.exc.TorchDynamoException, th._dynamo.exc.FailOnRecompileLimitHit) as error:

@@ -321,6 +321,52 @@ def test_a_float_field_that_after_train_changes_is_a_graph_input_from_the_first_
         assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:You have specified a mini-batch size")
+def test_uneven_minibatches_over_several_epochs_and_calls_update_as_the_default_path():
+    """Only the first minibatch of a call pays the guards' evaluation; one of another size (the
+    rollout's last) pays them too, so it meets the graph of its own shape."""
+    optimizer = {"policy_kwargs": {"optimizer_kwargs": {"eps": 1e-3}}}  # see test_a_schedule_is_an_input...
+
+    def train(compile):
+        env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+        model = PPOVariant(
+            "MlpPolicy", env, n_steps=24, batch_size=20, n_epochs=2, seed=0, compile=compile, **optimizer
+        )
+        return model.learn(48 * 3)  # minibatches of 20, 20 and 8 rows
+
+    compiled, default = train(TRACE_ONLY), train(False)
+    assert compiled.compiled_path == ONE_GRAPH
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
+
+
+@dataclass
+class HalvedEveryStep(LossComponent):
+    """A value-loss term whose weight after_step halves: what the graph reads changes mid-call."""
+
+    weight: float = 1.0
+    name: ClassVar[str] = "halved_every_step"
+
+    def __call__(self, batch):
+        return LossTerm(self.weight * batch.mean((batch.returns - batch.values) ** 2))
+
+    def after_step(self, context):
+        self.weight /= 2
+
+
+def test_a_field_that_after_step_changes_mid_call_reaches_the_graph():
+    def train(compile):
+        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        loss = [ClippedSurrogate(), HalvedEveryStep()]
+        model = PPOVariant("MlpPolicy", env, n_steps=32, batch_size=8, n_epochs=1, seed=0, loss=loss, compile=compile)
+        return model.learn(32)
+
+    compiled, default = train(TRACE_ONLY), train(False)
+    assert compiled.loss[1].weight == default.loss[1].weight == 1.0 / 2**4
+    for parameter, reference in zip(compiled.policy.parameters(), default.policy.parameters(), strict=True):
+        assert th.allclose(parameter, reference, rtol=1e-5, atol=1e-7)
+
+
 class RaiseEntropy(BaseCallback):
     """Sets model.ent_coef after each rollout, as SB3 users schedule it by hand."""
 
