@@ -171,7 +171,39 @@ def comparison_table(task: Task, results: dict[str, dict[int, list[tuple[int, fl
             f"| {label} | {scores.mean():.1f} ± {scores.std(ddof=1) if len(scores) > 1 else 0.0:.1f} "
             f"| {scores.min():.1f} | {scores.max():.1f} | {len(scores)} |"
         )
+    others = [label for label in results if label != TUNED]
+    if TUNED in results and others:
+        tuned, base = ([task.score(e) for e in results[label].values()] for label in (TUNED, others[0]))
+        if len(tuned) > 1 and len(base) > 1:
+            lines += ["", difference_sentence(np.array(tuned), np.array(base), others[0])]
     return "\n".join(lines)
+
+
+def difference_interval(
+    tuned: np.ndarray, baseline: np.ndarray, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The difference of mean scores (tuned less baseline) and its percentile bootstrap 95%
+    interval: each configuration's seeds resampled with replacement, independently."""
+    rng = np.random.default_rng(seed)
+    tuned_means = rng.choice(tuned, (resamples, len(tuned))).mean(axis=1)
+    baseline_means = rng.choice(baseline, (resamples, len(baseline))).mean(axis=1)
+    low, high = np.percentile(tuned_means - baseline_means, [2.5, 97.5])
+    return float(tuned.mean() - baseline.mean()), float(low), float(high)
+
+
+def difference_sentence(tuned: np.ndarray, baseline: np.ndarray, label: str) -> str:
+    """The tuned configuration against the baseline, in words, with the interval."""
+    difference, low, high = difference_interval(tuned, baseline)
+    if low > 0:
+        verdict = f"the tuned configuration beats {label}"
+    elif high < 0:
+        verdict = f"{label} beats the tuned configuration"
+    else:
+        verdict = "the interval contains 0: the seeds cannot tell the two apart"
+    return (
+        f"Tuned less {label}: {difference:+.1f}, bootstrap 95% interval [{low:+.1f}, {high:+.1f}] "
+        f"(10,000 resamples of each one's seeds): {verdict}."
+    )
 
 
 def plot_comparison(task: Task, results: dict[str, dict[int, list[tuple[int, float]]]], path: str | Path) -> Path:

@@ -27,7 +27,15 @@ from sb3_ppo_variants.tuning import Objective, Task, TuningError, run_study
 from sb3_ppo_variants.tuning.models import ModelStore, default_models_dir
 from sb3_ppo_variants.tuning.objective import train_and_evaluate
 from sb3_ppo_variants.tuning.report import write_report
-from sb3_ppo_variants.tuning.retrain import compare, comparison_table, plot_comparison, reproduce, trial_arguments
+from sb3_ppo_variants.tuning.retrain import (
+    compare,
+    comparison_table,
+    difference_interval,
+    difference_sentence,
+    plot_comparison,
+    reproduce,
+    trial_arguments,
+)
 from sb3_ppo_variants.tuning.space import load_space
 from sb3_ppo_variants.tuning.storage import open_storage, task_of
 from tests.conftest import parameters_equal
@@ -229,8 +237,19 @@ def test_retrain_compares_the_configuration_with_sb3_ppo(tmp_path):
     arguments = {"n_steps": 64, "loss": [ClippedSurrogate(dual_clip=3.0), ValueLoss(), EntropyBonus()]}
     results = compare(task, arguments, seeds=2)
     assert set(results) == {"tuned", "sb3-ppo (zoo)"} and all(len(runs) == 2 for runs in results.values())
-    assert "| sb3-ppo (zoo) |" in comparison_table(task, results)
+    table = comparison_table(task, results)
+    assert "| sb3-ppo (zoo) |" in table and "Tuned less sb3-ppo (zoo): " in table and "bootstrap 95% interval" in table
     assert plot_comparison(task, results, tmp_path / "retrain.png").stat().st_size > 0
+
+
+def test_the_retrained_difference_says_which_is_better_only_where_its_interval_excludes_0():
+    apart, overlapping = np.array([10.0, 11.0, 12.0, 13.0]), np.array([9.0, 14.0, 11.0, 10.0])
+    baseline = np.array([1.0, 2.0, 3.0, 2.0])
+    difference, low, high = difference_interval(apart, baseline)
+    assert difference == pytest.approx(9.5) and 0 < low < difference < high
+    assert "the tuned configuration beats sb3-ppo (zoo)" in difference_sentence(apart, baseline, "sb3-ppo (zoo)")
+    assert "sb3-ppo (zoo) beats the tuned configuration" in difference_sentence(baseline, apart, "sb3-ppo (zoo)")
+    assert "cannot tell the two apart" in difference_sentence(overlapping, apart, "sb3-ppo (zoo)")
 
 
 def test_report_writes_files_that_load_back(tmp_path):
