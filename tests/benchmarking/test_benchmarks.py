@@ -32,6 +32,29 @@ def test_speed_benchmark_times_sbx_where_it_is_installed_and_says_so_where_not()
         assert rows == ["SBX `PPO`", "`PPOVariant` default"]
 
 
+TRAIN_PROFILE = Path(__file__).parents[2] / "benchmarks" / "train_profile.py"
+
+
+def test_the_train_profile_times_each_part_of_a_gradient_step():
+    command = [sys.executable, str(TRAIN_PROFILE), "--calls", "1"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in output.splitlines() if line[:2] == "| "}
+    assert float(rows["backward() (default path)"]) > 0 and float(rows["Adam's step"]) > 0
+    assert float(rows["**a whole step**"].strip("*")) > float(rows["backward() (default path)"])
+
+
+ROLLOUT_PROFILE = Path(__file__).parents[2] / "benchmarks" / "rollout_profile.py"
+
+
+def test_the_rollout_profile_gives_each_part_its_ratio_to_the_floor():
+    command = [sys.executable, str(ROLLOUT_PROFILE), "--case", "halfcheetah", "--steps", "20"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in output.splitlines() if line[:2] == "| "}
+    assert rows["**the floor**"] == "1.0"
+    assert float(rows["a whole step, our collect_rollouts"]) > 1  # no rollout beats its own floor
+    assert "env.step (VecNormalize + DummyVecEnv + Monitor)" in rows
+
+
 FAST_PATH = Path(__file__).parents[2] / "benchmarks" / "fast_path.py"
 
 
