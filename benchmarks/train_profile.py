@@ -12,7 +12,9 @@ compiled graph, which takes the gradient too), autograd's ``backward()`` (defaul
 gradient's norm and clipping, the divergence guard's check, Adam's step, and the rest of the loop
 (hooks, statistics). Each timer costs about a microsecond, so the parts add up to a little more
 than a step without them; ``benchmarks/speed.py`` gives the untouched figures. The first call
-(compiling, on the fast path) is not counted.
+(compiling, on the fast path) is not counted; with ``--compile`` its own parts are printed first:
+the compiler's import, and dynamo's phases of the call (tracing the Python, inductor's part, which
+with a warm cache is loading the cached library, and building the guards).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ PARTS = {
     "gradient norm and clipping": (FlatAdam, "clip_grad_norm"),
     "divergence guard's check": (DivergenceGuard, "check"),
     "Adam's step": (FlatAdam, "step"),
+}
+
+FIRST_CALL_PHASES = {
+    "_compile.compile_inner": "compiling, in all",
+    "bytecode_tracing": "tracing the Python into a graph",
+    "OutputGraph.call_user_compiler": "inductor (warm cache: loading the cached library)",
+    "inductor_codecache_torch_key": "  hashing torch's sources for the cache key",
+    "PyCodeCache.load_by_key_path": "  loading the library",
+    "build_guards": "building the guards",
 }
 
 
@@ -91,8 +102,33 @@ def main(argv: list[str] | None = None) -> None:
     env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=0)
     if case["zoo"]:
         env = VecNormalize(env, gamma=kwargs["gamma"])
+    import_s = 0.0
+    if args.compile:
+        start = time.perf_counter()
+        import torch._dynamo.utils
+        import torch._inductor.compile_fx
+
+        import_s = time.perf_counter() - start
     model = PPOVariant("MlpPolicy", env, seed=0, device="cpu", compile=args.compile, **kwargs)
+    calls: list[float] = []
+    train = model.train
+
+    def timed_train() -> None:
+        start = time.perf_counter()
+        train()
+        calls.append(time.perf_counter() - start)
+
+    model.train = timed_train  # type: ignore[method-assign]
     model.learn(model.n_steps * model.n_envs)  # one rollout and the first train() (compiling)
+    model.train, first_s = train, calls[0]  # type: ignore[method-assign]
+    if args.compile:
+        names, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
+        phases = dict(zip(names, map(float, values), strict=True))
+        print(f"The first train() call: {first_s:.2f} s. Before it, importing the compiler: {import_s:.2f} s.")
+        print("| dynamo's phase of the first call | s |\n|---|---|")
+        for phase, label in FIRST_CALL_PHASES.items():
+            print(f"| {label} | {phases.get(phase, 0.0):.2f} |")
+        print()
 
     seconds: dict[str, float] = defaultdict(float)
     originals = {part: getattr(*where) for part, where in PARTS.items() if where}
