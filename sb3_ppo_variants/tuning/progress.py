@@ -54,6 +54,9 @@ def describe(hyperparameters: dict[str, Any] | None) -> str:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, float) and 0.99 < value < 1:  # a discount near 1: its nines, then 3 digits
+        nines = math.floor(-math.log10(1 - value))
+        return f"{value:.{nines + 3}f}".rstrip("0")
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, dict) and "start" in value:  # a schedule's plain form

@@ -26,6 +26,7 @@ from sb3_ppo_variants.persistence.config import save_config
 from sb3_ppo_variants.tuning import Objective, Task, TuningError, run_study
 from sb3_ppo_variants.tuning.models import ModelStore, default_models_dir
 from sb3_ppo_variants.tuning.objective import train_and_evaluate
+from sb3_ppo_variants.tuning.progress import describe
 from sb3_ppo_variants.tuning.report import write_report
 from sb3_ppo_variants.tuning.retrain import (
     compare,
@@ -486,3 +487,8 @@ def test_a_configuration_file_imports_only_trusted_packages_unless_allowed(tmp_p
     with pytest.raises(HyperparameterError, match="'mine' would be built by importing module 'file_side_effects'"):
         PPOVariant.from_config(path, "CartPole-v1")
     sys.modules.pop("file_side_effects", None)
+
+
+def test_a_trials_line_shows_a_discount_near_1_by_its_nines_not_rounded_to_1():
+    line = describe({"learning_rate": 0.000316, "gamma": 0.99987, "gae_lambda": 0.9})
+    assert line == "learning_rate=0.000316, gamma=0.99987, gae_lambda=0.9"
