@@ -302,6 +302,11 @@ def _check_folder(path: Path, shown: str) -> None:
         )
 
 
+TASK_WAIT_S = 5.0
+"""How long a study without a task and without trials is given to get its task: the worker that
+created it records the task just after creating it."""
+
+
 def open_study(
     storage: optuna.storages.BaseStorage,
     study_name: str,
@@ -328,7 +333,7 @@ def open_study(
             study.set_user_attr("task", task.as_dict())
             return study
         except optuna.exceptions.DuplicatedStudyError:
-            time.sleep(0.5)  # another worker created it just now: load it below (and let it set the task)
+            pass  # another worker created it just now: load it below (and let it set the task)
         study_id = storage.get_study_id_from_name(study_name)
     directions = storage.get_study_directions(study_id)
     if directions != [optuna.study.StudyDirection.MAXIMIZE]:
@@ -337,7 +342,11 @@ def open_study(
             "the return; use another --study-name"
         )
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
-    stored = study.user_attrs.get("task")
+    stored = storage.get_study_user_attrs(study_id).get("task")
+    deadline = time.monotonic() + TASK_WAIT_S
+    while stored is None and not storage.get_all_trials(study_id, deepcopy=False) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a worker started beside this one created the study and is about to record its task
+        stored = storage.get_study_user_attrs(study_id).get("task")
     if stored is None:
         raise TuningError(f"study {study_name!r} was not made by python -m tuning (it has no task); use another name")
     stored = Task.from_dict(stored).as_dict()  # a study made before a field existed has its default

@@ -191,6 +191,24 @@ def test_two_commands_started_together_on_a_new_sqlite_database_both_finish(tmp_
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2
 
 
+def test_a_worker_that_finds_the_study_just_created_waits_for_its_task():
+    """Two commands started together: one creates the study and records its task a moment later;
+    the other, finding the study in between, waits for the task instead of refusing the study."""
+    import threading
+
+    from sb3_ppo_variants.tuning.storage import open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    task = Task.for_env("CartPole-v1", 1_000, **TINY)
+    created = optuna.create_study(storage=storage, study_name="CartPole-v1", direction="maximize")
+    recorder = threading.Timer(0.5, created.set_user_attr, ("task", task.as_dict()))
+    recorder.start()
+    try:
+        assert task_of(open_study(storage, "CartPole-v1", task)) == task
+    finally:
+        recorder.join()
+
+
 def test_opening_a_storage_retries_after_losing_the_race_to_create_its_tables(tmp_path, monkeypatch):
     import sqlalchemy
 
@@ -342,7 +360,7 @@ def test_the_readme_command_then_its_next_steps_end_with_the_best_trials_model(t
 def test_help_shows_how_to_run_a_study_and_every_run_option_with_its_default(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    assert "python -m tuning --env CartPole-v1 --n-trials 40" in text and "``" not in text
+    assert "python -m tuning --env Acrobot-v1 --n-trials 60" in text and "``" not in text
     for option, default in [("--n-trials", "40"), ("--sampler", "tpe"), ("--pruner", "median"), ("--seed", "0"),
                             ("--n-startup-trials", "10"), ("--storage", "sqlite:///tuning.db")]:  # fmt: skip
         shown = text[text.index(f"  {option} ") :].split("\n  --")[0]
