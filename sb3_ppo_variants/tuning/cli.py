@@ -3,11 +3,11 @@
 From a checkout it is ``python -m tuning``; installed, ``sb3-ppo-tuning`` (or
 ``python -m sb3_ppo_variants.tuning``) takes the same arguments.
 
-python -m tuning --env CartPole-v1 --n-trials 40 --n-timesteps 50000 --n-jobs 2
-python -m tuning --env CartPole-v1 --storage postgresql://user:pw@host/db --study-name cp
-python -m tuning report  --study-name CartPole-v1
-python -m tuning retrain --study-name CartPole-v1 --seeds 5
-python -m tuning retrain --study-name CartPole-v1 --trial 7 --reproduce
+python -m tuning --env Acrobot-v1 --n-trials 60 --n-timesteps 30000 --n-train-seeds 2 --n-jobs 2
+python -m tuning --env Acrobot-v1 --storage postgresql://user:pw@host/db --study-name acro
+python -m tuning report  --study-name Acrobot-v1
+python -m tuning retrain --study-name Acrobot-v1 --seeds 10
+python -m tuning retrain --study-name Acrobot-v1 --trial 7 --reproduce
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
 
 USAGE = """Tune PPOVariant (its hyperparameters and its loss) with Optuna, then report and retrain the best.
 
-  python -m tuning --env CartPole-v1 --n-trials 40 --n-timesteps 50000 --n-jobs 2   # run (or resume) a study
-  python -m tuning report  --study-name CartPole-v1                                 # best.yaml, CSV, plots
-  python -m tuning retrain --study-name CartPole-v1 --seeds 5                       # the best over seeds
+  python -m tuning --env Acrobot-v1 --n-trials 60 --n-timesteps 30000 --n-train-seeds 2 --n-jobs 2  # run (or resume)
+  python -m tuning report  --study-name Acrobot-v1                    # best.yaml, the best model, CSV, plots
+  python -m tuning retrain --study-name Acrobot-v1 --seeds 10         # the best over seeds, beside SB3's PPO
 
 The study lives in --storage (default: a SQLite file, tuning.db, here); the same command on several
 machines shares a PostgreSQL study (--storage postgresql://user:pw@host/db). "run" is the default
