@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SPEED = Path(__file__).parents[2] / "benchmarks" / "speed.py"
@@ -80,22 +81,38 @@ ROOT = Path(__file__).parents[2]
 
 def tuning_vs_zoo(tmp_path: Path, *studies: str) -> list[str]:
     command = [sys.executable, "-m", "benchmarks.tuning_vs_zoo", "--envs", "CartPole-v1", "--studies", *studies]
-    command += ["--n-trials", "1", "--n-timesteps", "512", "--n-evaluations", "1", "--n-startup-trials", "1"]
-    command += ["--seeds", "2", "--out", str(tmp_path)]
+    command += ["--n-studies", "1", "--n-trials", "1", "--n-timesteps", "512", "--n-evaluations", "1"]
+    command += ["--n-startup-trials", "1", "--seeds", "2", "--out", str(tmp_path)]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     return [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| CartPole-v1")]
 
 
 def test_the_tuning_throughput_benchmark_runs_a_study_and_retrains_its_best(tmp_path):
-    (row,) = tuning_vs_zoo(tmp_path, "ours")
-    assert row.split("|")[2].strip() == "ours" and row.split("|")[-2].strip().endswith("(2)")  # 2 seeds retrained
+    row, side = tuning_vs_zoo(tmp_path, "ours")
+    assert row.split("|")[2].strip() == "ours 0" and row.split("|")[-2].strip().endswith("(2)")  # 2 seeds retrained
+    assert side.split("|")[2].strip() == "ours" and side.split("|")[3].strip() == "1"  # one study on that side
+    saved = (tmp_path / "results.json").read_text()
+    tuning_vs_zoo(tmp_path, "ours")  # the same settings again: the finished study is not run again
+    assert (tmp_path / "results.json").read_text() == saved
 
 
 @pytest.mark.slow  # the Zoo's first random trial (seed 0) is 8,192 steps at batch size 4: minutes
 def test_the_tuning_throughput_benchmark_runs_the_zoos_study_beside_ours(tmp_path):
     rows = tuning_vs_zoo(tmp_path, "zoo", "ours")
-    assert [row.split("|")[2].strip() for row in rows] == ["zoo", "ours"]
-    assert all(row.split("|")[-2].strip().endswith("(2)") for row in rows)
+    assert [row.split("|")[2].strip() for row in rows[:2]] == ["zoo 0", "ours 0"]
+    assert all(row.split("|")[-2].strip().endswith("(2)") for row in rows[:2])
+    assert rows[-1].split("|")[-2].strip().startswith(("+", "-"))  # ours less the Zoo's, with its interval
+
+
+def test_the_two_level_bootstrap_counts_how_much_studies_differ():
+    from benchmarks.tuning_vs_zoo import two_level_difference
+
+    seeds_agree = [np.array([10.0, 10.5, 9.5])] * 3
+    studies_differ = [np.array([0.0, 0.5, -0.5]), np.array([20.0, 20.5, 19.5]), np.array([10.0, 10.5, 9.5])]
+    baseline = [np.array([0.0, 1.0, -1.0])] * 3
+    narrow, wide = two_level_difference(seeds_agree, baseline), two_level_difference(studies_differ, baseline)
+    assert narrow[0] == pytest.approx(wide[0]) == pytest.approx(10.0)
+    assert 0 < narrow[1] < 10 < narrow[2] and wide[2] - wide[1] > 3 * (narrow[2] - narrow[1])
 
 
 def test_the_round_trip_benchmark_counts_the_statements_of_a_study():
