@@ -157,18 +157,20 @@ class CompiledScorer:
         # guards chose: the same objects, shapes and constants, unless a component's after_step
         # changes what the graph reads. So only the first pays the guards' evaluation.
         steady = all(type(component).after_step is TrainingHook.after_step for component in components)
-        guarded_size: list[int] = []
+        guarded_size: int | None = None  # the size whose guards passed, once (never, unless steady)
 
         def score(rollout_data: Any) -> ScoredMinibatch:
+            nonlocal guarded_size
             if not self.one_graph_failed:
                 size = rollout_data.actions.shape[0]
-                skip_guards = steady and guarded_size == [size]
+                skip_guards = size == guarded_size
                 try:  # tracing comes before running and changes nothing, so falling back loses nothing
                     with th.compiler.set_stance(skip_guard_eval_unsafe=True) if skip_guards else _no_change:
                         scored = self.one_graph_score(
                             self.scorer, self.holder, flats, layout, rollout_data, old_policy, progress, components
                         )
-                    guarded_size[:] = guarded_size or [size]
+                    if steady and guarded_size is None:
+                        guarded_size = size
                     self.path = ONE_GRAPH
                     return scored
                 except (th._dynamo.exc.TorchDynamoException, th._dynamo.exc.FailOnRecompileLimitHit) as error:
