@@ -276,11 +276,21 @@ def _use_wal(database: str | None) -> None:
         return
     path = Path(database)
     _check_folder(path, f"sqlite:///{database}")
-    try:
-        with sqlite3.connect(path, timeout=120) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as error:
-        raise TuningError(f"cannot open storage sqlite:///{database}: {error}") from error
+    for attempt in range(5):
+        try:
+            with sqlite3.connect(path, timeout=120) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            connection.close()
+            return
+        except sqlite3.OperationalError as error:
+            # Two processes switching a new file to WAL at once can deadlock on its locks; SQLite
+            # then fails one of them at once ("database is locked") instead of waiting the
+            # timeout, and its next try finds the file already switched.
+            if attempt == 4 or "locked" not in str(error):
+                raise TuningError(f"cannot open storage sqlite:///{database}: {error}") from error
+            time.sleep(0.1 * (attempt + 1))
+        except sqlite3.Error as error:
+            raise TuningError(f"cannot open storage sqlite:///{database}: {error}") from error
 
 
 def _check_folder(path: Path, shown: str) -> None:

@@ -227,6 +227,25 @@ def test_opening_a_storage_retries_after_losing_the_race_to_create_its_tables(tm
     assert open_storage(sqlite(tmp_path)) is not None and len(calls) == 2
 
 
+def test_opening_a_new_sqlite_storage_retries_when_sqlite_breaks_a_lock_deadlock(tmp_path, monkeypatch):
+    import sqlite3
+
+    from sb3_ppo_variants.tuning.storage import open_storage
+
+    real, calls = sqlite3.connect, []
+
+    def deadlocked_once(*arguments, **keywords):
+        calls.append(1)
+        if len(calls) == 1:  # what SQLite says at once to one of two processes switching a new file to WAL
+            raise sqlite3.OperationalError("database is locked")
+        return real(*arguments, **keywords)
+
+    monkeypatch.setattr(sqlite3, "connect", deadlocked_once)
+    assert open_storage(sqlite(tmp_path)) is not None and len(calls) == 2
+    with real(tmp_path / "study.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 def _wait_for_first_report(storage: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
