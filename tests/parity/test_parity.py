@@ -50,3 +50,18 @@ def test_dict_observations_are_bit_identical_to_sb3():
         return cls("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=3, seed=0).learn(64 * 2 * 2)
 
     assert parameters_equal(train(PPOVariant).policy, train(PPO).policy)
+
+
+def test_image_observations_too_large_to_copy_per_epoch_are_bit_identical_to_sb3():
+    """Above EPOCH_GATHER_BYTES of observations each minibatch is gathered by its own indices."""
+    from sb3_ppo_variants.update.minibatches import EPOCH_GATHER_BYTES
+    from tests.conftest import ImageEnv
+
+    n_envs, n_steps = 4, 1024
+    assert n_envs * n_steps * 36 * 36 * 4 > EPOCH_GATHER_BYTES  # the buffer keeps float32 observations
+
+    def train(cls):
+        env = make_vec_env(ImageEnv, n_envs=n_envs, seed=0)
+        return cls("CnnPolicy", env, n_steps=n_steps, batch_size=512, n_epochs=2, seed=0).learn(n_envs * n_steps)
+
+    assert parameters_equal(train(PPOVariant).policy, train(PPO).policy)
