@@ -8,13 +8,13 @@ timed inside real ``train()`` calls.
 One torch thread. The model collects one rollout, then ``--calls`` ``train()`` calls run with a
 timer around each part of the step (:class:`~sb3_ppo_variants.update.trainer.Trainer`): gathering
 the minibatch, scoring it (the policy's forward and the loss components; on the fast path the
-compiled graph, which takes the gradient too), autograd's ``backward()`` (default path), the
-gradient's norm and clipping, the divergence guard's check, Adam's step, and the rest of the loop
-(hooks, statistics). Each timer costs about a microsecond, so the parts add up to a little more
-than a step without them; ``benchmarks/speed.py`` gives the untouched figures. The first call
-(compiling, on the fast path) is not counted; with ``--compile`` its own parts are printed first:
-the compiler's import, and dynamo's phases of the call (tracing the Python, inductor's part, which
-with a warm cache is loading the cached library, and building the guards).
+compiled graph, which takes the gradient, clips it and steps Adam too), autograd's ``backward()``
+(default path), the gradient's norm and clipping, the divergence guard's check, Adam's step, and
+the rest of the loop (hooks, statistics). Each timer costs about a microsecond, so the parts add
+up to a little more than a step without them; ``benchmarks/speed.py`` gives the untouched figures.
+The first call (compiling, on the fast path) is not counted; with ``--compile`` its own parts are
+printed first: the compiler's import, and dynamo's phases of the call (tracing the Python,
+inductor's part, which with a warm cache is loading the cached library, and building the guards).
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ CASES = {
     "cartpole": {"env": "CartPole-v1", "n_envs": 8, "zoo": False},
     "halfcheetah": {"env": "HalfCheetah-v5", "n_envs": 1, "zoo": True},
 }
+SCORING = "score: forward and loss (compiled: the graph, with the gradient, its clipping and Adam's step)"
 PARTS = {
     "gather the minibatch": None,
-    "score: forward and loss (compiled: the graph, gradient included)": None,
+    SCORING: None,
     "backward() (default path)": (OptimizerStep, "backward"),
     "zero_grad / set the flat gradient": (FlatAdam, "zero_grad"),
     "gradient norm and clipping": (FlatAdam, "clip_grad_norm"),
@@ -134,12 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     originals = {part: getattr(*where) for part, where in PARTS.items() if where}
     originals["set"] = FlatAdam.set_flat_gradients
     score, for_call, minibatches = MinibatchScorer.score, CompiledScorer.for_call, trainer_module.minibatches
-    scoring = "score: forward and loss (compiled: the graph, gradient included)"
     try:
         if args.compile:  # the graph itself must stay untouched: time the function that calls it
-            CompiledScorer.for_call = lambda *a, **k: timed(seconds, scoring, for_call(*a, **k))  # type: ignore[method-assign]
+            CompiledScorer.for_call = lambda *a, **k: timed(seconds, SCORING, for_call(*a, **k))  # type: ignore[method-assign]
         else:
-            MinibatchScorer.score = timed(seconds, scoring, score)  # type: ignore[method-assign]
+            MinibatchScorer.score = timed(seconds, SCORING, score)  # type: ignore[method-assign]
         for part, where in PARTS.items():
             if where:
                 setattr(*where, timed(seconds, part, originals[part]))

@@ -320,7 +320,9 @@ class LossComponentsMixin(LossFilesMixin):
         if self._compiled is None:
             self._compiled = CompiledScorer(scorer, compile_options(self.compile))
         graph_components = self._compiled.graph_components(loss.components, loss.schedules, self.device)
-        return self._compiled.for_call(optimizer, old_policy, progress_remaining, graph_components, keep_batch)
+        return self._compiled.for_call(
+            optimizer, old_policy, progress_remaining, graph_components, keep_batch, self.max_grad_norm
+        )
 
     def _minibatch_scorer(self, value_transform: TrainingHook | None = None) -> MinibatchScorer:
         return MinibatchScorer(

@@ -5,10 +5,11 @@
 
 - **one graph**: ``torch.func`` differentiates the score with the policy's parameters as views
   of :class:`~sb3_ppo_variants.update.optimizer_step.FlatAdam`'s flat buffers, so the forward
-  pass, every component, their sum and the backward pass are one graph, and the gradient comes
-  out flat for torch's fused Adam. It needs FlatAdam, a policy that compiles as one graph (SB3
-  reads some numpy values as tensors: the image check, the sizes of a Discrete or MultiDiscrete
-  observation) and no component that stops early (the minibatch would have to leave the graph);
+  pass, every component, their sum, the backward pass, the gradient's clipping and Adam's step
+  (:func:`~sb3_ppo_variants.update.optimizer_step.clip_and_step`) are one graph. It needs
+  FlatAdam, a policy that compiles as one graph (SB3 reads some numpy values as tensors: the
+  image check, the sizes of a Discrete or MultiDiscrete observation) and no component that
+  stops early (the minibatch would have to leave the graph before the step);
 - **backward**: the score alone, and autograd's ``backward()`` follows.
 
 If the one graph ever fails to compile (dynamo's recompile limit, when something dynamo bakes in
@@ -40,7 +41,7 @@ from sb3_ppo_variants.common.distributions import (
 from sb3_ppo_variants.common.errors import HyperparameterError
 from sb3_ppo_variants.components.hooks import TrainingHook
 from sb3_ppo_variants.components.protocol import LossComponent, LossTerm, Stat, field_values
-from sb3_ppo_variants.update.optimizer_step import FlatAdam, OptimizerStep
+from sb3_ppo_variants.update.optimizer_step import FlatAdam, GraphAdam, OptimizerStep, clip_and_step
 from sb3_ppo_variants.update.scoring import MinibatchScorer, ScoredMinibatch
 
 ONE_GRAPH, BACKWARD = "one graph", "backward"
@@ -137,6 +138,7 @@ class CompiledScorer:
         progress_remaining: float,
         components: list[LossComponent],
         keep_batch: bool,
+        max_grad_norm: float,
     ) -> Callable[[Any], ScoredMinibatch]:
         """This call's ``score(rollout_data)``: on one graph where possible (see the module docstring)."""
         # A tensor, so progress is an input of the graph rather than a constant in it.
@@ -164,10 +166,19 @@ class CompiledScorer:
             if not self.one_graph_failed:
                 size = rollout_data.actions.shape[0]
                 skip_guards = size == guarded_size
+                adam = optimizer.graph_adam(max_grad_norm)
                 try:  # tracing comes before running and changes nothing, so falling back loses nothing
                     with th.compiler.set_stance(skip_guard_eval_unsafe=True) if skip_guards else _no_change:
                         scored = self.one_graph_score(
-                            self.scorer, self.holder, flats, layout, rollout_data, old_policy, progress, components
+                            self.scorer,
+                            self.holder,
+                            flats,
+                            layout,
+                            rollout_data,
+                            old_policy,
+                            progress,
+                            components,
+                            adam,
                         )
                     if steady and guarded_size is None:
                         guarded_size = size
@@ -199,8 +210,10 @@ def score_and_differentiate(
     old_policy: BasePolicy | None,
     progress_remaining: th.Tensor,
     components: Sequence[LossComponent],
+    adam: GraphAdam | None = None,
 ) -> ScoredMinibatch:
-    """``scorer.score`` and the gradient of its loss with respect to the flat parameters.
+    """``scorer.score`` and the gradient of its loss with respect to the flat parameters; with
+    ``adam``, the clipped gradient's step too.
 
     Statistics that are not tensors (clip ranges given as constants) cannot leave ``torch.func``;
     they leave through ``settings``.
@@ -232,7 +245,8 @@ def score_and_differentiate(
     for index, (stats, (names, floats)) in enumerate(zip(tensors, settings, strict=True)):
         merged = {**floats, **stats}
         terms.append(LossTerm(term_losses.get(index), {name: merged[name] for name in names}))
-    return ScoredMinibatch(None, terms, loss, approx_kl, grads)
+    stepped_norm = None if adam is None else clip_and_step(flats, grads, loss, adam)
+    return ScoredMinibatch(None, terms, loss, approx_kl, grads, stepped_norm)
 
 
 def parameter_layout(policy: BasePolicy, optimizer: FlatAdam) -> Layout:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch as th
 
@@ -61,9 +61,14 @@ class OptimizerStep:
         """The gradient of ``loss`` by autograd."""
         loss.backward()
 
-    def set_flat_gradients(self, flat_grads: tuple[th.Tensor, ...]) -> None:
+    def set_flat_gradients(self, flat_grads: tuple[th.Tensor, ...], stepped_norm: th.Tensor | None = None) -> None:
         """Take a gradient already computed with the loss: one flat tensor per parameter group,
-        laid out as :attr:`FlatAdam.layout` (from ``torch.func`` under ``compile=True``)."""
+        laid out as :attr:`FlatAdam.layout` (from ``torch.func`` under ``compile=True``).
+
+        ``stepped_norm``: the graph that computed the gradient also clipped it and stepped with
+        :func:`clip_and_step` (this is its norm before clipping); ``clip_grad_norm`` then returns
+        it and ``step`` only counts the step.
+        """
         raise TypeError(f"{type(self).__name__} takes no flat gradients: only FlatAdam does")
 
     def clip_grad_norm(self, max_norm: float) -> th.Tensor:
@@ -123,6 +128,8 @@ class FlatAdam(OptimizerStep):
         self.regular = len(counts) == 1
         self.step_count = counts.pop()  # written to the state tensors by finish()
         self.flat_grads: list[th.Tensor] | None = None
+        self.stepped_norm: th.Tensor | None = None  # the last update was clipped and stepped by a graph
+        self.max_norm = 0.0  # the last clip_grad_norm's max_norm
 
     @property
     def flat_parameters(self) -> tuple[th.Tensor, ...]:
@@ -134,19 +141,40 @@ class FlatAdam(OptimizerStep):
         """Per group, each parameter and its offset in the group's flat buffer."""
         return tuple(tuple(zip(flat.params, flat.offsets, strict=True)) for flat in self.groups)
 
+    def graph_adam(self, max_grad_norm: float) -> GraphAdam | None:
+        """What a compiled graph needs to clip and step this optimizer itself with
+        :func:`clip_and_step`; ``None`` where it cannot (not ``fused``, or an irregular state)."""
+        if not (self.fused and self.regular):
+            return None
+        groups = self.optimizer.param_groups
+        return GraphAdam(
+            exp_avgs=tuple(flat.exp_avg for flat in self.groups),
+            exp_avg_sqs=tuple(flat.exp_avg_sq for flat in self.groups),
+            lrs=tuple(th.tensor(float(group["lr"])) for group in groups),
+            step=th.tensor(self.step_count + 1.0),
+            settings=tuple((*group["betas"], group["eps"], group["weight_decay"]) for group in groups),
+            max_grad_norm=float(max_grad_norm),
+        )
+
     def zero_grad(self) -> None:
         for p in self.group_parameters:
             p.grad = None
         self.flat_grads = None
+        self.stepped_norm = None
 
-    def set_flat_gradients(self, flat_grads: tuple[th.Tensor, ...]) -> None:
+    def set_flat_gradients(self, flat_grads: tuple[th.Tensor, ...], stepped_norm: th.Tensor | None = None) -> None:
         self.flat_grads = list(flat_grads)
+        self.stepped_norm = stepped_norm
 
     def finish(self) -> None:
         if self.regular:
             for step in self.steps:
                 step.fill_(self.step_count)
         if self.flat_grads is not None:  # p.grad holds the clipped gradient after a torch step
+            if self.stepped_norm is not None:  # the graph clipped a copy
+                coefficient = clip_coefficient(self.stepped_norm, self.max_norm)
+                self.flat_grads = [grad * coefficient for grad in self.flat_grads]
+                self.stepped_norm = None
             for flat, grad in zip(self.groups, self.flat_grads, strict=True):
                 for p, view in zip(flat.params, flat.views(grad), strict=True):
                     if p.grad is None:  # the gradient came flat, from torch.func
@@ -154,6 +182,9 @@ class FlatAdam(OptimizerStep):
                     p.grad.copy_(view)
 
     def clip_grad_norm(self, max_norm: float) -> th.Tensor:
+        self.max_norm = max_norm
+        if self.stepped_norm is not None:
+            return self.stepped_norm
         if self.flat_grads is None:
             if not self.regular or any(p.grad is None for p in self.group_parameters):
                 self.finish()  # torch's step reads the step counts
@@ -169,8 +200,7 @@ class FlatAdam(OptimizerStep):
             # clip_grad_norm_'s arithmetic: tensor norms in module order, their norm, one scale.
             norms = th._foreach_norm([p.grad for p in self.parameters], 2.0)  # type: ignore[misc]
             total_norm = th.linalg.vector_norm(th.stack(norms), 2.0)
-        clip_coef = max_norm / (total_norm + 1e-6)
-        clip_coef_clamped = th.clamp(clip_coef, max=1.0)
+        clip_coef_clamped = clip_coefficient(total_norm, max_norm)
         for flat_grad in self.flat_grads:
             flat_grad.mul_(clip_coef_clamped)
         return total_norm
@@ -180,11 +210,63 @@ class FlatAdam(OptimizerStep):
             self.optimizer.step()
             return
         self.step_count += 1
+        if self.stepped_norm is not None:  # the graph stepped
+            return
         for group, flat, grad in zip(self.optimizer.param_groups, self.groups, self.flat_grads, strict=True):
             if self.fused:
                 _fused_adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
             else:
                 _adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
+
+
+def clip_coefficient(total_norm: th.Tensor, max_norm: float) -> th.Tensor:
+    """``clip_grad_norm_``'s scale for a gradient of norm ``total_norm``."""
+    return th.clamp(max_norm / (total_norm + 1e-6), max=1.0)
+
+
+class GraphAdam(NamedTuple):
+    """:class:`FlatAdam`'s state and settings for one update inside a compiled graph: tensors,
+    and floats that the graph may take as constants (a changed one means a new graph)."""
+
+    exp_avgs: tuple[th.Tensor, ...]
+    """Each parameter group's flat first moment (updated in place)."""
+    exp_avg_sqs: tuple[th.Tensor, ...]
+    """Each parameter group's flat second moment (updated in place)."""
+    lrs: tuple[th.Tensor, ...]
+    """Each group's learning rate, a 0-d tensor: an input, since schedules change it."""
+    step: th.Tensor
+    """The number of the step this update makes, a 0-d tensor (for the bias corrections)."""
+    settings: tuple[tuple[float, float, float, float], ...]
+    """Each group's ``(beta1, beta2, eps, weight_decay)``."""
+    max_grad_norm: float
+
+
+def clip_and_step(
+    params: tuple[th.Tensor, ...], grads: tuple[th.Tensor, ...], loss: th.Tensor, adam: GraphAdam
+) -> th.Tensor:
+    """:class:`FlatAdam` ``(fused=True)``'s ``clip_grad_norm`` and ``step`` as arithmetic a
+    compiler fuses into one pass over the buffers, in place; returns the gradient's norm.
+
+    Nothing is written unless the loss and the norm are finite: the divergence guard, which
+    reads them next, then stops the call with the weights as they were.
+    """
+    norms = [grad.norm() for grad in grads]
+    total_norm = norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
+    coefficient = clip_coefficient(total_norm, adam.max_grad_norm)
+    finite = th.isfinite(loss.detach() + total_norm)
+    for param, grad, exp_avg, exp_avg_sq, lr, (beta1, beta2, eps, weight_decay) in zip(
+        params, grads, adam.exp_avgs, adam.exp_avg_sqs, adam.lrs, adam.settings, strict=True
+    ):
+        grad = grad * coefficient
+        if weight_decay != 0:
+            grad = grad + weight_decay * param
+        new_exp_avg = exp_avg.lerp(grad, 1 - beta1)
+        new_exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+        denominator = new_exp_avg_sq.sqrt() / (1 - beta2**adam.step).sqrt() + eps
+        new_param = param - lr / (1 - beta1**adam.step) * new_exp_avg / denominator
+        for tensor, new in ((param, new_param), (exp_avg, new_exp_avg), (exp_avg_sq, new_exp_avg_sq)):
+            tensor.copy_(th.where(finite, new, tensor))
+    return total_norm
 
 
 def _adam(

@@ -44,6 +44,9 @@ class ScoredMinibatch(NamedTuple):
     flat_gradients: tuple[th.Tensor, ...] | None = None
     """The gradient, one flat tensor per parameter group, where it came with the loss (the
     compiled one-graph path); ``None``: the loop calls ``backward()``."""
+    stepped_norm: th.Tensor | None = None
+    """Where the graph also clipped the gradient and stepped the optimizer (see
+    :func:`~sb3_ppo_variants.update.optimizer_step.clip_and_step`): the gradient's norm."""
 
 
 Evaluate = Callable[[BasePolicy, Any, th.Tensor], PolicyEvaluation]

@@ -84,7 +84,7 @@ class Trainer:
                 if scored.flat_gradients is None:
                     optimizer.backward(scored.loss)
                 else:  # the compiled graph computed the gradient with the loss
-                    optimizer.set_flat_gradients(scored.flat_gradients)
+                    optimizer.set_flat_gradients(scored.flat_gradients, scored.stepped_norm)
                 grad_norm = optimizer.clip_grad_norm(self.guard.max_grad_norm)
                 self.guard.check(scored.loss, grad_norm, scored.terms, f"epoch {epoch}, minibatch {index}")
                 optimizer.step()

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch as th
 
-from sb3_ppo_variants.update.optimizer_step import FlatAdam, OptimizerStep
+from sb3_ppo_variants.update.optimizer_step import FlatAdam, OptimizerStep, clip_and_step
 
 
 def _network() -> th.nn.Module:
@@ -155,3 +155,60 @@ def test_fused_flat_adam_matches_torchs_fused_adam_up_to_rounding():
     for p, q in zip(flat.parameters(), reference.parameters(), strict=True):
         assert th.allclose(p, q, rtol=1e-5, atol=1e-6)
     assert {float(s["step"]) for s in flat_optimizer.state_dict()["state"].values()} == {21.0}
+
+
+def _graph_update(step: FlatAdam, network: th.nn.Module, inputs: th.Tensor, targets: th.Tensor) -> th.Tensor:
+    """An update as compile=True's one graph makes it: a flat gradient, then clip_and_step in place."""
+    step.zero_grad()
+    loss = ((network(inputs) - targets) ** 2).mean()
+    gradients = th.autograd.grad(loss, [p for group in step.layout for p, _ in group])
+    grads, given = [], iter(gradients)
+    for flat, group in zip(step.flat_parameters, step.layout, strict=True):
+        grad = th.zeros_like(flat)
+        for p, offset in group:
+            grad[offset : offset + p.numel()] = next(given).flatten()
+        grads.append(grad)
+    norm = clip_and_step(step.flat_parameters, tuple(grads), loss, step.graph_adam(0.5))
+    step.set_flat_gradients(tuple(grads), norm)
+    assert step.clip_grad_norm(0.5) is norm
+    step.step()
+    return norm
+
+
+def test_the_graphs_own_clip_and_step_updates_as_fused_flat_adam():
+    reference, stepped = _network(), _network()
+    settings = {"lr": 1e-3, "eps": 1e-5, "weight_decay": 0.01}
+    reference_optimizer = th.optim.Adam(reference.parameters(), **settings)
+    stepped_optimizer = th.optim.Adam(stepped.parameters(), **settings)
+    generator = th.Generator().manual_seed(1)
+    for _ in range(3):
+        with (
+            FlatAdam(reference_optimizer, list(reference.parameters()), fused=True) as reference_step,
+            FlatAdam(stepped_optimizer, list(stepped.parameters()), fused=True) as step,
+        ):
+            for _ in range(7):
+                inputs, targets = th.randn(32, 5, generator=generator), th.randn(32, 3, generator=generator)
+                norm = _graph_update(step, stepped, inputs, targets)
+                assert norm.item() == pytest.approx(
+                    _update(reference_step, reference, inputs, targets).item(), rel=1e-5
+                )
+    for p, q in zip(stepped.parameters(), reference.parameters(), strict=True):
+        assert th.allclose(p, q, rtol=1e-5, atol=1e-6)
+        assert th.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7)  # the last clipped gradient, as torch leaves it
+    assert {float(s["step"]) for s in stepped_optimizer.state_dict()["state"].values()} == {21.0}
+
+
+def test_the_graphs_own_step_writes_nothing_when_the_loss_is_not_finite():
+    network = _network()
+    optimizer = th.optim.Adam(network.parameters(), lr=1e-3)
+    inputs, targets = th.randn(32, 5), th.randn(32, 3)
+    with FlatAdam(optimizer, list(network.parameters()), fused=True) as step:
+        _graph_update(step, network, inputs, targets)
+        before = copy.deepcopy(optimizer.state_dict()["state"]), [p.detach().clone() for p in network.parameters()]
+        targets[0, 0] = float("nan")
+        assert not th.isfinite(_graph_update(step, network, inputs, targets))
+        for p, kept in zip(network.parameters(), before[1], strict=True):
+            assert th.equal(p, kept)
+        for index, state in optimizer.state_dict()["state"].items():
+            assert th.equal(state["exp_avg"], before[0][index]["exp_avg"])
+            assert th.equal(state["exp_avg_sq"], before[0][index]["exp_avg_sq"])
