@@ -209,7 +209,9 @@ SPO_MIN_CLIP_RANGE = 1e-6
 class SPOSurrogate(LossComponent):
     """SPO, simple policy optimization (Xie et al., ICML 2025, arXiv:2401.16025).
 
-    ``L = -mean(r A - |A| / (2 eps) (r - 1)^2)``. The quadratic penalty has its optimum for
+    ``L = -mean(r A - |A| / (2 eps) (r - 1)^2)``, as ``compute_policy_loss`` of the authors' code
+    (MyRepositories-hub/Simple-Policy-Optimization, ``mujoco/trainer.py``, ``algo == 'spo'``)
+    computes it on the minibatch-normalised advantages. The quadratic penalty has its optimum for
     each sample at ``r = 1 + sign(A) eps``, so the ratio is drawn to the edge of the trust
     region instead of being left free once clipped (PPO's gradient there is zero).
 
