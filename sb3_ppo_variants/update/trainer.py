@@ -83,7 +83,7 @@ class Trainer:
                 optimizer.zero_grad()
                 if scored.flat_gradients is None:
                     optimizer.backward(scored.loss)
-                else:  # the compiled graph computed the gradient with the loss
+                else:  # the compiled graph computed the gradient with the loss (and may have stepped)
                     optimizer.set_flat_gradients(scored.flat_gradients, scored.stepped_norm)
                 grad_norm = optimizer.clip_grad_norm(self.guard.max_grad_norm)
                 self.guard.check(scored.loss, grad_norm, scored.terms, f"epoch {epoch}, minibatch {index}")
