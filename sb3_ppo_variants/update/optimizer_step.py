@@ -146,12 +146,12 @@ class FlatAdam(OptimizerStep):
         :func:`clip_and_step`; ``None`` where it cannot (not ``fused``, or an irregular state)."""
         if not (self.fused and self.regular):
             return None
-        groups = self.optimizer.param_groups
+        groups, step = self.optimizer.param_groups, self.step_count + 1
         return GraphAdam(
             exp_avgs=tuple(flat.exp_avg for flat in self.groups),
             exp_avg_sqs=tuple(flat.exp_avg_sq for flat in self.groups),
-            lrs=tuple(th.tensor(float(group["lr"])) for group in groups),
-            step=th.tensor(self.step_count + 1.0),
+            step_sizes=tuple(th.tensor(group["lr"] / (1 - group["betas"][0] ** step)) for group in groups),
+            bias_corrections2_sqrt=tuple(th.tensor((1 - group["betas"][1] ** step) ** 0.5) for group in groups),
             settings=tuple((*group["betas"], group["eps"], group["weight_decay"]) for group in groups),
             max_grad_norm=float(max_grad_norm),
         )
@@ -232,10 +232,11 @@ class GraphAdam(NamedTuple):
     """Each parameter group's flat first moment (updated in place)."""
     exp_avg_sqs: tuple[th.Tensor, ...]
     """Each parameter group's flat second moment (updated in place)."""
-    lrs: tuple[th.Tensor, ...]
-    """Each group's learning rate, a 0-d tensor: an input, since schedules change it."""
-    step: th.Tensor
-    """The number of the step this update makes, a 0-d tensor (for the bias corrections)."""
+    step_sizes: tuple[th.Tensor, ...]
+    """Each group's ``lr / (1 - beta1^step)`` for the step this update makes, a 0-d tensor: an
+    input, computed once rather than for every element, and changing without a new graph."""
+    bias_corrections2_sqrt: tuple[th.Tensor, ...]
+    """Each group's ``sqrt(1 - beta2^step)``, a 0-d tensor."""
     settings: tuple[tuple[float, float, float, float], ...]
     """Each group's ``(beta1, beta2, eps, weight_decay)``."""
     max_grad_norm: float
@@ -254,16 +255,22 @@ def clip_and_step(
     total_norm = norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
     coefficient = clip_coefficient(total_norm, adam.max_grad_norm)
     finite = th.isfinite(loss.detach() + total_norm)
-    for param, grad, exp_avg, exp_avg_sq, lr, (beta1, beta2, eps, weight_decay) in zip(
-        params, grads, adam.exp_avgs, adam.exp_avg_sqs, adam.lrs, adam.settings, strict=True
+    for param, grad, exp_avg, exp_avg_sq, step_size, correction2, (beta1, beta2, eps, weight_decay) in zip(
+        params,
+        grads,
+        adam.exp_avgs,
+        adam.exp_avg_sqs,
+        adam.step_sizes,
+        adam.bias_corrections2_sqrt,
+        adam.settings,
+        strict=True,
     ):
         grad = grad * coefficient
         if weight_decay != 0:
             grad = grad + weight_decay * param
         new_exp_avg = exp_avg.lerp(grad, 1 - beta1)
         new_exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
-        denominator = new_exp_avg_sq.sqrt() / (1 - beta2**adam.step).sqrt() + eps
-        new_param = param - lr / (1 - beta1**adam.step) * new_exp_avg / denominator
+        new_param = param - step_size * new_exp_avg / (new_exp_avg_sq.sqrt() / correction2 + eps)
         for tensor, new in ((param, new_param), (exp_avg, new_exp_avg), (exp_avg_sq, new_exp_avg_sq)):
             tensor.copy_(th.where(finite, new, tensor))
     return total_norm
