@@ -13,7 +13,7 @@ the gradient norm is still reduced tensor by tensor, so the result is that of to
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch as th
@@ -194,8 +194,7 @@ class FlatAdam(OptimizerStep):
         elif not self.fused:
             raise ValueError("flat gradients need FlatAdam(fused=True): the exact norm is taken tensor by tensor")
         if self.fused:
-            norms = [grad.norm() for grad in self.flat_grads]
-            total_norm = norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
+            total_norm = flat_norm(self.flat_grads)
         else:
             # clip_grad_norm_'s arithmetic: tensor norms in module order, their norm, one scale.
             norms = th._foreach_norm([p.grad for p in self.parameters], 2.0)  # type: ignore[misc]
@@ -217,6 +216,12 @@ class FlatAdam(OptimizerStep):
                 _fused_adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
             else:
                 _adam(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, self.step_count, group)
+
+
+def flat_norm(flat_grads: Sequence[th.Tensor]) -> th.Tensor:
+    """The norm of a gradient held in flat buffers, one reduction per buffer (``fused=True``)."""
+    norms = [grad.norm() for grad in flat_grads]
+    return norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
 
 
 def clip_coefficient(total_norm: th.Tensor, max_norm: float) -> th.Tensor:
@@ -251,8 +256,7 @@ def clip_and_step(
     Nothing is written unless the loss and the norm are finite: the divergence guard, which
     reads them next, then stops the call with the weights as they were.
     """
-    norms = [grad.norm() for grad in grads]
-    total_norm = norms[0] if len(norms) == 1 else th.linalg.vector_norm(th.stack(norms))
+    total_norm = flat_norm(grads)
     coefficient = clip_coefficient(total_norm, adam.max_grad_norm)
     finite = th.isfinite(loss.detach() + total_norm)
     for param, grad, exp_avg, exp_avg_sq, step_size, correction2, (beta1, beta2, eps, weight_decay) in zip(
