@@ -6,17 +6,19 @@ ratio to the step's practical floor.
     python benchmarks/rollout_profile.py --env Pendulum-v1 --steps 2000
 
 One torch thread. Each part runs ``--steps`` times on the same observations and its mean time per
-call is printed in microseconds per step of all environments. The **floor** is what a step cannot
-do without: the environments' own ``step`` as ``gym.make`` gives them (one after the other, no
+call (the calling thread's CPU time, so that other work on the machine slows a figure less than it
+would slow wall time) is printed in microseconds per step of all environments. The **floor** is
+what a step cannot do without: the environments' own ``step`` as ``gym.make`` gives them (one after the other, no
 Monitor, no vectorisation, no normalisation) plus the networks' matrix products at their exact
 shapes (``torch.addmm``, nothing else). The parts: whole steps of SB3's and of our
 ``collect_rollouts`` (a rollout divided by its steps: the figure a change must move), the policy's
 forward as SB3 runs it (``policy(obs)``: the networks, a torch distribution object, its sample and
-log-probability, torch's argument checks), the networks alone, our rollout forward
-(:mod:`sb3_ppo_variants.rollout.inference`: the same numbers on the tensors directly), the same
-with the networks compiled, and the rest of the step: converting the observation, the user's
-``VecEnv`` stack's ``step`` (Monitor, DummyVecEnv and, for the Zoo's HalfCheetah, VecNormalize), the
-clip of Box actions, ``rollout_buffer.add`` and the callbacks' ``update_locals`` and ``on_step``.
+log-probability, torch's argument checks), the networks alone (as modules, and as our rollout calls
+them), our rollout forward (:mod:`sb3_ppo_variants.rollout.inference`: the same numbers on the
+tensors directly), the same with the networks compiled, and the rest of the step: converting the
+observation, the user's ``VecEnv`` stack's ``step`` (Monitor, DummyVecEnv and, for the Zoo's
+HalfCheetah, VecNormalize) and our exact route through it (:mod:`sb3_ppo_variants.rollout.vec_envs`),
+the clip of Box actions, ``rollout_buffer.add`` and the callbacks' ``update_locals`` and ``on_step``.
 Whole ``learn()`` calls are ``benchmarks/speed.py``'s business; this says which part a change can
 win on.
 """
@@ -39,6 +41,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.rollout.inference import policy_heads, rollout_forward
+from sb3_ppo_variants.rollout.vec_envs import vec_env_route
 from sb3_ppo_variants.tuning.baselines import ZOO_PPO, zoo_ppo_arguments
 from sb3_ppo_variants.update.compiled import compile_options
 
@@ -51,10 +54,10 @@ CASES = {
 def per_call_us(function: Callable[[], Any], steps: int) -> float:
     for _ in range(min(steps, 50)):  # warm-up (and compiling, for the compiled heads)
         function()
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(steps):
         function()
-    return (time.perf_counter() - start) / steps * 1e6
+    return (time.thread_time() - start) / steps * 1e6
 
 
 def whole_step_us(algorithm: type, env_id: str, n_envs: int, zoo: bool, steps: int) -> float:
@@ -66,9 +69,9 @@ def whole_step_us(algorithm: type, env_id: str, n_envs: int, zoo: bool, steps: i
     callback.init_callback(model)
     collect = lambda: model.collect_rollouts(model.env, callback, model.rollout_buffer, steps)  # noqa: E731
     collect()  # warm-up
-    start = time.perf_counter()
+    start = time.thread_time()
     collect()
-    return (time.perf_counter() - start) / steps * 1e6
+    return (time.thread_time() - start) / steps * 1e6
 
 
 def make_env(env_id: str, n_envs: int, zoo: bool, gamma: float) -> Any:
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     obs = env.reset()
     obs_tensor = obs_as_tensor(obs, "cpu")
     ours = rollout_forward(policy)
+    heads = policy_heads(policy)
+    route = vec_env_route(env)
     # The networks as compile=True would compile them (the library's rollout keeps them eager).
     compiled = rollout_forward(policy, th.compile(policy_heads(policy), **compile_options(True)))
     with th.no_grad():
@@ -155,17 +160,21 @@ def main(argv: list[str] | None = None) -> None:
         "a whole step, SB3's collect_rollouts": whole_step_us(PPO, env_id, n_envs, zoo, rollout_steps),
         "a whole step, our collect_rollouts": whole_step_us(PPOVariant, env_id, n_envs, zoo, rollout_steps),
         "policy(obs), SB3's forward": lambda: policy(obs_tensor),
-        "  the networks alone": networks,
+        "  the networks alone, as modules": networks,
+        "  the networks alone, as our rollout calls them": lambda: heads(obs_tensor),
         "our rollout forward (same numbers)": lambda: ours(obs_tensor, None),
         "our rollout forward, compiled networks": lambda: compiled(obs_tensor, None),
         "obs_as_tensor": lambda: obs_as_tensor(obs, "cpu"),
-        f"env.step ({' + '.join(wrapper_names(env))})": lambda: env.step(actions),
+        f"env.step ({route.stack}, Monitor)": lambda: env.step(actions),
+        "  our route through it": lambda: route.step(actions),
         "np.clip of Box actions": lambda: np.clip(actions, model.action_space.low, model.action_space.high),
         "rollout_buffer.add": add,
         "callbacks (update_locals, on_step)": callbacks,
     }
     if not box:
         del parts["np.clip of Box actions"]
+    if not route.fast:
+        del parts["  our route through it"]
     total_floor = sum(floor.values())
     network = "the Zoo's" if zoo else "SB3's default"
     print(f"{env_id}, {n_envs} environment(s), {network} MlpPolicy, {args.steps} calls each")
@@ -177,18 +186,6 @@ def main(argv: list[str] | None = None) -> None:
         for name, part in parts.items():
             us = part if isinstance(part, float) else per_call_us(part, args.steps)
             print(f"| {name} | {us:.0f} | {us / total_floor:.1f} |", flush=True)
-
-
-def wrapper_names(env: Any) -> list[str]:
-    """The user's VecEnv stack, outermost first, down to the environments' Monitor."""
-    names = []
-    while env is not None:
-        names.append(type(env).__name__)
-        inner = getattr(env, "venv", None)
-        if inner is None:
-            names.append(type(env.envs[0]).__name__)
-        env = inner
-    return names
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from sb3_ppo_variants.persistence.model_files import LossFilesMixin, migrated_lo
 from sb3_ppo_variants.rollout.collect import collect_rollouts
 from sb3_ppo_variants.rollout.inference import rollout_forward, supports_rollout_forward
 from sb3_ppo_variants.rollout.value_units import values_in_return_units
+from sb3_ppo_variants.rollout.vec_envs import VecEnvRoute, vec_env_route
 from sb3_ppo_variants.update.advantages import NormalizeBatchAdvantages, RecomputeAdvantages, evaluate_rollout
 from sb3_ppo_variants.update.compiled import CompiledScorer, check_compile_toolchain, compile_options
 from sb3_ppo_variants.update.hyperparameters import BoundLoss, bind_loss
@@ -194,15 +195,35 @@ class LossComponentsMixin(LossFilesMixin):
     def collect_rollouts(
         self, env: Any, callback: Any, rollout_buffer: Any, n_rollout_steps: int, *arguments: Any
     ) -> bool:
-        """SB3's rollout, with value predictions in return units (see ``TrainingHook``), and the
+        """SB3's rollout, with value predictions in return units (see ``TrainingHook``), the
         policy's forward in fewer operations where :mod:`~sb3_ppo_variants.rollout.inference`
-        reproduces it. It stays eager under ``compile=True``: compiled, the networks of a rollout
-        step took as long as eager ones (``benchmarks/rollout_profile.py``)."""
+        reproduces it, and the VecEnv stepped by :mod:`~sb3_ppo_variants.rollout.vec_envs`' exact
+        route where it has one (:attr:`rollout_env_route`). It stays eager under ``compile=True``:
+        compiled, the networks of a rollout step took longer than eager ones
+        (``benchmarks/rollout_profile.py``)."""
+        route = self.rollout_env_route
+        if not route.fast and self.verbose >= 1 and route.stack != self.__dict__.get("_announced_env_stack"):
+            self._announced_env_stack = route.stack
+            print(
+                f"rollout: {route.stack} is stepped through its own step() "
+                "(the fast route covers DummyVecEnv, alone or under VecNormalize, with one observation array)"
+            )
         with values_in_return_units(self.policy, self.value_transform):
             if not supports_rollout_forward(self.policy):
                 return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps, *arguments)  # type: ignore[misc]
             forward = rollout_forward(self.policy)  # type: ignore[arg-type]
-            return collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps, forward, *arguments)
+            return collect_rollouts(
+                self, env, callback, rollout_buffer, n_rollout_steps, forward, *arguments, env_step=route.step
+            )
+
+    @property
+    def rollout_env_route(self) -> VecEnvRoute:
+        """How a rollout steps ``self.env``: :mod:`~sb3_ppo_variants.rollout.vec_envs`' exact fast
+        route through ``DummyVecEnv`` and ``VecNormalize``, or the VecEnv's own ``step``."""
+        route = vec_env_route(self.env)  # type: ignore[attr-defined]
+        if route.fast and not supports_rollout_forward(self.policy):  # SB3's own loop steps the env itself
+            return VecEnvRoute(self.env.step, False, route.stack)  # type: ignore[attr-defined]
+        return route
 
     def train(self) -> None:
         """Update the policy on the rollout buffer: ``n_epochs`` passes of minibatch steps

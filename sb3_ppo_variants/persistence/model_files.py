@@ -35,7 +35,7 @@ class LossFilesMixin:
         ]
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_loss", "_old_policy", "_compiled"]  # type: ignore[misc]
+        return [*super()._excluded_save_params(), "_loss", "_old_policy", "_compiled", "_announced_env_stack"]  # type: ignore[misc]
 
     def save(
         self,

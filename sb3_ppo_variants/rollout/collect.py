@@ -10,6 +10,7 @@ recurrent algorithm (its rollout carries LSTM states), use their SB3 base class'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from sb3_ppo_variants.common.errors import RolloutDivergedError
 from sb3_ppo_variants.rollout.inference import RolloutForward
@@ -33,10 +35,12 @@ def collect_rollouts(
     n_rollout_steps: int,
     forward: RolloutForward,
     use_masking: bool = False,
+    env_step: Callable[[np.ndarray], VecEnvStepReturn] | None = None,
 ) -> bool:
     """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every environment of ``env``;
     ``False`` if a callback stopped the rollout. ``use_masking``: sb3-contrib's masked rollout
-    (the environment's action masks go to the policy and into the buffer)."""
+    (the environment's action masks go to the policy and into the buffer). ``env_step``: what
+    steps ``env`` (default ``env.step``; see :mod:`~sb3_ppo_variants.rollout.vec_envs`)."""
     assert self._last_obs is not None, "No previous observation was provided"
     self.policy.set_training_mode(False)
     n_steps = 0
@@ -47,6 +51,7 @@ def collect_rollouts(
     buffer_keeps_masks = hasattr(rollout_buffer, "action_masks")  # sb3-contrib's MaskableRolloutBuffer
     clip = isinstance(self.action_space, spaces.Box) and not self.policy.squash_output
     discrete = isinstance(self.action_space, spaces.Discrete)
+    env_step = env_step or env.step
 
     callback.on_rollout_start()
 
@@ -63,7 +68,7 @@ def collect_rollouts(
         # Gaussian actions are unbounded: clip them to the action space (SB3's rollout does).
         clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high) if clip else actions
 
-        new_obs, rewards, dones, infos = env.step(clipped_actions)
+        new_obs, rewards, dones, infos = env_step(clipped_actions)
         self.num_timesteps += env.num_envs
 
         callback.update_locals(locals())

@@ -23,10 +23,14 @@ from collections.abc import Callable
 
 import numpy as np
 import torch as th
+import torch.nn.functional as F
 from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from torch import nn
 
 from sb3_ppo_variants.common.errors import RolloutDivergedError
 
@@ -48,7 +52,22 @@ _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # torch's Normal.log_prob spel
 
 
 def policy_heads(policy: ActorCriticPolicy) -> Heads:
-    """The networks of ``policy.forward``: features, latents, the action head and the value head."""
+    """The networks of ``policy.forward``: features, latents, the action head and the value head.
+
+    For SB3's own networks (``FlattenExtractor``, ``MlpExtractor``, linear heads, no hooks) the
+    layers are called as the functions their ``forward`` calls (``F.linear``, ``torch.tanh``,
+    ``torch.relu``) without going through ``nn.Module.__call__`` a dozen times a step: the same
+    kernels on the same tensors. Other networks are called as modules."""
+    layers = _plain_layers(policy)
+    if layers is not None:
+        actor, critic = layers
+        space, normalize_images = policy.observation_space, policy.normalize_images
+
+        def plain_heads(obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+            features = preprocess_obs(obs, space, normalize_images=normalize_images).flatten(1)  # FlattenExtractor
+            return _run(actor, features), _run(critic, features)
+
+        return plain_heads
 
     def heads(obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         features = policy.extract_features(obs)
@@ -61,6 +80,63 @@ def policy_heads(policy: ActorCriticPolicy) -> Heads:
         return policy.action_net(latent_pi), policy.value_net(latent_vf)
 
     return heads
+
+
+Layer = tuple[Callable[..., th.Tensor], tuple[th.Tensor, ...]]
+
+
+def _plain_layers(policy: ActorCriticPolicy) -> tuple[list[Layer], list[Layer]] | None:
+    """The actor's and the critic's layers as ``(function, parameters)``, or ``None`` where the
+    networks are not SB3's plain ones or a hook would run in ``nn.Module.__call__``."""
+    extractors = (
+        [policy.features_extractor]
+        if policy.share_features_extractor
+        else [policy.pi_features_extractor, policy.vf_features_extractor]
+    )
+    mlp = policy.mlp_extractor
+    if (
+        any(type(extractor) is not FlattenExtractor for extractor in extractors)
+        or type(mlp) is not MlpExtractor
+        or type(mlp.policy_net) is not nn.Sequential
+        or type(mlp.value_net) is not nn.Sequential
+        or type(policy.action_net) is not nn.Linear
+        or type(policy.value_net) is not nn.Linear
+        or any(_has_hooks(module) for module in policy.modules())
+        or _global_hooks()
+    ):
+        return None
+    actor = [_layer(module) for module in [*mlp.policy_net, policy.action_net]]
+    critic = [_layer(module) for module in [*mlp.value_net, policy.value_net]]
+    return actor, critic
+
+
+def _layer(module: nn.Module) -> Layer:
+    if type(module) is nn.Linear:  # a parametrized Linear is a subclass, called as a module
+        return F.linear, (module.weight, module.bias)
+    if type(module) is nn.Tanh:
+        return th.tanh, ()
+    if type(module) is nn.ReLU and not module.inplace:
+        return th.relu, ()
+    return module, ()
+
+
+def _run(layers: list[Layer], x: th.Tensor) -> th.Tensor:
+    for function, parameters in layers:
+        x = function(x, *parameters)
+    return x
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
+def _global_hooks() -> bool:
+    """Whether hooks registered for every module (``nn.modules.module.register_module_forward_hook``) exist."""
+    registry = nn.modules.module
+    kinds = ("forward", "forward_pre", "backward", "backward_pre")
+    return any(getattr(registry, f"_global_{kind}_hooks", None) for kind in kinds)
 
 
 def supports_rollout_forward(policy: BasePolicy) -> bool:
@@ -85,13 +161,22 @@ def rollout_forward(policy: ActorCriticPolicy, heads: Heads | None = None) -> Ro
     action_shape = policy.action_space.shape
 
     if isinstance(distribution, DiagGaussianDistribution):
+        log_std = policy.log_std
+        # The std's terms depend only on log_std: computed again when it changes (an optimizer
+        # step or a loaded state bumps its version), not at every step of a rollout.
+        std_terms: dict[tuple[int, th.Size], tuple[th.Tensor, th.Tensor, th.Tensor]] = {}
 
         def gaussian(obs: th.Tensor, action_masks: np.ndarray | None) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
             mean, values = heads(obs)
             _check_finite(mean, "mean actions")
-            std = th.ones_like(mean) * policy.log_std.exp()  # DiagGaussianDistribution.proba_distribution
+            key = (log_std._version, mean.shape)
+            if key not in std_terms:
+                std_terms.clear()
+                std = th.ones_like(mean) * log_std.exp()  # DiagGaussianDistribution.proba_distribution
+                std_terms[key] = std, 2 * std**2, std.log()
+            std, twice_variance, log_scale = std_terms[key]
             actions = mean + th.empty_like(mean).normal_() * std  # Normal.rsample
-            log_prob = -((actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI  # Normal.log_prob
+            log_prob = -((actions - mean) ** 2) / twice_variance - log_scale - _LOG_SQRT_2PI  # Normal.log_prob
             return actions.reshape((-1, *action_shape)), values, log_prob.sum(dim=1)
 
         return gaussian

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch as th
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from stable_baselines3 import PPO
@@ -10,7 +11,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RolloutDivergedError
-from sb3_ppo_variants.rollout.inference import supports_rollout_forward
+from sb3_ppo_variants.rollout.inference import policy_heads, rollout_forward, supports_rollout_forward
 
 BUFFER_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns")
 
@@ -87,3 +88,48 @@ def test_a_nan_observation_stops_the_rollout_naming_the_step_and_the_environment
         model.learn(32)
     with pytest.raises(ValueError):  # what SB3's rollout raises there, from torch's argument checks
         PPO("MlpPolicy", NaNObservationAt(make_vec_env(env_id, n_envs=2, seed=0), step=5), n_steps=16).learn(32)
+
+
+NETWORKS = {
+    "tanh-shared": ("Pendulum-v1", {}),
+    "relu-separate-extractors": ("CartPole-v1", {"activation_fn": th.nn.ReLU, "share_features_extractor": False}),
+    "elu-called-as-a-module": ("Pendulum-v1", {"activation_fn": th.nn.ELU, "net_arch": {"pi": [8], "vf": [16, 4]}}),
+}
+
+
+@pytest.mark.parametrize("case", list(NETWORKS))
+def test_the_rollouts_networks_compute_what_the_policys_modules_compute(case):
+    env_id, policy_kwargs = NETWORKS[case]
+    policy = PPO("MlpPolicy", env_id, policy_kwargs=policy_kwargs, seed=0).policy
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(5, *policy.observation_space.shape)))
+    with th.no_grad():
+        distribution_parameters, values = policy_heads(policy)(obs)
+        features = policy.extract_features(obs)
+        pi_features, vf_features = (features, features) if policy.share_features_extractor else features
+        assert th.equal(distribution_parameters, policy.action_net(policy.mlp_extractor.forward_actor(pi_features)))
+        assert th.equal(values, policy.value_net(policy.mlp_extractor.forward_critic(vf_features)))
+
+
+def test_a_hook_on_the_policys_networks_runs_in_the_rollout():
+    model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, n_epochs=1, seed=0)
+    calls = []
+    model.policy.action_net.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    model.learn(16)
+    assert len(calls) >= 16  # every rollout step (and train()'s evaluations) went through the module
+
+
+def test_the_gaussian_rollout_follows_log_std_when_it_changes():
+    model = PPOVariant("MlpPolicy", "Pendulum-v1", seed=0)
+    forward = rollout_forward(model.policy)
+    obs = th.zeros(4, 3)
+    with th.no_grad():
+        th.manual_seed(0)
+        before = forward(obs, None)
+        model.policy.log_std.add_(1.5)  # what an optimizer step does to it, in place
+        th.manual_seed(0)
+        after = forward(obs, None)
+        th.manual_seed(0)
+        reference = model.policy(obs)
+    for ours, theirs in zip(after, reference, strict=True):
+        assert th.equal(ours, theirs)
+    assert not th.equal(before[2], after[2])
