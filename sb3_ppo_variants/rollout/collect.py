@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -25,6 +26,11 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from sb3_ppo_variants.common.errors import RolloutDivergedError
 from sb3_ppo_variants.rollout.inference import RolloutForward
+
+try:  # the ufunc that np.clip calls once it has checked its arguments
+    from numpy._core.umath import clip as _clip
+except ImportError:  # numpy < 2
+    _clip = np.clip
 
 
 def collect_rollouts(
@@ -52,6 +58,7 @@ def collect_rollouts(
     clip = isinstance(self.action_space, spaces.Box) and not self.policy.squash_output
     discrete = isinstance(self.action_space, spaces.Discrete)
     env_step = env_step or env.step
+    add = _buffer_add(rollout_buffer, self.device)
 
     callback.on_rollout_start()
 
@@ -66,7 +73,7 @@ def collect_rollouts(
                 raise RolloutDivergedError(f"rollout step {n_steps} (timestep {self.num_timesteps}): {error}") from None
         actions = actions.cpu().numpy()
         # Gaussian actions are unbounded: clip them to the action space (SB3's rollout does).
-        clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high) if clip else actions
+        clipped_actions = _clip(actions, self.action_space.low, self.action_space.high) if clip else actions
 
         new_obs, rewards, dones, infos = env_step(clipped_actions)
         self.num_timesteps += env.num_envs
@@ -94,7 +101,7 @@ def collect_rollouts(
                 rewards[idx] += self.gamma * terminal_value
 
         masks = {"action_masks": action_masks} if buffer_keeps_masks else {}
-        rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, **masks)
+        add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, **masks)
         self._last_obs = new_obs
         self._last_episode_starts = dones
 
@@ -104,3 +111,40 @@ def collect_rollouts(
     callback.update_locals(locals())
     callback.on_rollout_end()
     return True
+
+
+def _buffer_add(buffer: RolloutBuffer, device: th.device) -> Callable[..., None]:
+    """``buffer.add``; for SB3's ``RolloutBuffer`` and sb3-contrib's masked one on the CPU, its
+    assignments without the copies it makes before assigning (an assignment copies)."""
+    if type(buffer) not in (RolloutBuffer, MaskableRolloutBuffer) or th.device(device).type != "cpu":
+        return buffer.add
+    discrete_observations = isinstance(buffer.observation_space, spaces.Discrete)
+    shape = (buffer.n_envs, *buffer.obs_shape)
+    action_shape = (buffer.n_envs, buffer.action_dim)
+    masks_shape = (buffer.n_envs, getattr(buffer, "mask_dims", 0))
+
+    def add(
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: th.Tensor,
+        log_prob: th.Tensor,
+        action_masks: np.ndarray | None = None,
+    ) -> None:
+        position = buffer.pos
+        if action_masks is not None:
+            buffer.action_masks[position] = action_masks.reshape(masks_shape)  # type: ignore[attr-defined]
+        if log_prob.dim() == 0:
+            log_prob = log_prob.reshape(-1, 1)
+        buffer.observations[position] = obs.reshape(shape) if discrete_observations else obs
+        buffer.actions[position] = action.reshape(action_shape)
+        buffer.rewards[position] = reward
+        buffer.episode_starts[position] = episode_start
+        buffer.values[position] = value.numpy().flatten()
+        buffer.log_probs[position] = log_prob.numpy()
+        buffer.pos += 1
+        if buffer.pos == buffer.buffer_size:
+            buffer.full = True
+
+    return add
