@@ -220,11 +220,11 @@ def score_and_differentiate(
     """
     settings: list[tuple[list[str], dict[str, Stat]]] = []  # each term's statistic names, and its non-tensors
 
-    def loss_of(flats: tuple[th.Tensor, ...]) -> tuple[th.Tensor, Any]:
+    def loss_of(pieces: tuple[tuple[th.Tensor, ...], ...]) -> tuple[th.Tensor, Any]:
         parameters = {
-            f"policy.{name}": flat[offset : offset + shape.numel()].view(shape)
-            for flat, group in zip(flats, layout, strict=True)
-            for name, offset, shape in group
+            f"policy.{name}": piece
+            for group, group_pieces in zip(layout, pieces, strict=True)
+            for (name, _, _), piece in zip(group, group_pieces, strict=True)
         }
         kept = distribution_state([scorer.policy] if old_policy is None else [scorer.policy, old_policy])
         arguments = (rollout_data, old_policy, progress_remaining, components)
@@ -240,13 +240,37 @@ def score_and_differentiate(
         term_losses = {index: term.loss for index, term in enumerate(scored.terms) if term.loss is not None}
         return scored.loss, (term_losses, tensors, scored.approx_kl)
 
-    grads, (loss, (term_losses, tensors, approx_kl)) = th.func.grad_and_value(loss_of, has_aux=True)(flats)
+    pieces = tuple(
+        tuple(flat[offset : offset + shape.numel()].view(shape) for _, offset, shape in group)
+        for flat, group in zip(flats, layout, strict=True)
+    )
+    piece_grads, (loss, (term_losses, tensors, approx_kl)) = th.func.grad_and_value(loss_of, has_aux=True)(pieces)
+    # Each flat gradient is concatenated from its parameters' gradients. Differentiated with
+    # respect to the flat buffer itself, it would be a sum of one zero-padded slice per parameter,
+    # which inductor evaluates for every element of every pass over the buffer.
+    grads = tuple(
+        _concatenated(group_grads, group, flat.numel())
+        for group_grads, group, flat in zip(piece_grads, layout, flats, strict=True)
+    )
     terms = []
     for index, (stats, (names, floats)) in enumerate(zip(tensors, settings, strict=True)):
         merged = {**floats, **stats}
         terms.append(LossTerm(term_losses.get(index), {name: merged[name] for name in names}))
     stepped_norm = None if adam is None else clip_and_step(flats, grads, loss, adam)
     return ScoredMinibatch(None, terms, loss, approx_kl, grads, stepped_norm)
+
+
+def _concatenated(grads: tuple[th.Tensor, ...], group: tuple[tuple[str, int, th.Size], ...], size: int) -> th.Tensor:
+    """Parameter gradients laid out as their flat buffer: in order, with zeros where it pads."""
+    parts, end = [], 0
+    for grad, (_, offset, shape) in zip(grads, group, strict=True):
+        if offset > end:
+            parts.append(grad.new_zeros(offset - end))
+        parts.append(grad.reshape(-1))
+        end = offset + shape.numel()
+    if size > end:
+        parts.append(grads[0].new_zeros(size - end))
+    return th.cat(parts)
 
 
 def parameter_layout(policy: BasePolicy, optimizer: FlatAdam) -> Layout:
