@@ -277,7 +277,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
 
     protocol = protocol_of(study, cell.env)
     records: dict[str, Any] = {}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         trial.set_user_attr("row", row_identity(cell.variant, cell.env))  # raises for a row nobody defines
         evaluations = train_cell(cell, protocol, compile, on_evaluation=report, records=records)
@@ -286,13 +286,20 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         raise
     except Exception as error:  # a diverging variant is a result of the grid, not its end
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
-        trial.set_user_attr("seconds", time.perf_counter() - start)
+        _record_time(trial, start, cpu_start)
         study.tell(trial, state=TrialState.FAIL)
         return
-    trial.set_user_attr("seconds", time.perf_counter() - start)
+    _record_time(trial, start, cpu_start)
     for key, value in records.items():
         trial.set_user_attr(key, value)
     study.tell(trial, cell_task(cell, protocol).score(evaluations))
+
+
+def _record_time(trial: optuna.Trial, start: float, cpu_start: float) -> None:
+    """The cell's wall seconds, and its process's CPU seconds: its cost, which a worker paused or
+    sharing its core with other work does not inflate."""
+    trial.set_user_attr("seconds", time.perf_counter() - start)
+    trial.set_user_attr("cpu_seconds", time.process_time() - cpu_start)
 
 
 def _finished_or_earlier(study: optuna.Study, cell: Cell, number: int) -> int | None:

@@ -47,6 +47,8 @@ class Run:
     score: float
     """NaN for a cell that raised."""
     seconds: float
+    """What the cell cost: its worker's CPU seconds, or for a cell that recorded none (before
+    they were recorded) its wall seconds."""
     error: str | None
     learning_rates: list[float] = field(default_factory=list)
     """The learning rate of every ``train()`` call, for a row that adapts it."""
@@ -68,7 +70,7 @@ def runs_of(study: optuna.Study) -> list[Run]:
             cell=cell,
             evaluations=sorted(trial.intermediate_values.items()),
             score=trial.value if trial.state == TrialState.COMPLETE else math.nan,
-            seconds=float(trial.user_attrs.get("seconds", math.nan)),
+            seconds=cost_seconds(trial),
             error=trial.user_attrs.get("fail_reason"),
             learning_rates=list(trial.user_attrs.get(LEARNING_RATES, [])),
         )
@@ -76,11 +78,16 @@ def runs_of(study: optuna.Study) -> list[Run]:
     ]
 
 
+def cost_seconds(trial: optuna.trial.FrozenTrial) -> float:
+    """A cell's cost in seconds: see :attr:`Run.seconds`."""
+    return float(trial.user_attrs.get("cpu_seconds", trial.user_attrs.get("seconds", math.nan)))
+
+
 def superseded_cells(study: optuna.Study) -> list[tuple[Cell, float]]:
     """Finished cells of a row's earlier version (its code or settings changed since), with their
     seconds: computed, paid for, and left out of the tables."""
     return [
-        (cell, float(t.user_attrs.get("seconds", math.nan)))
+        (cell, cost_seconds(t))
         for t in study.get_trials(deepcopy=False)
         if (cell := cell_of(t)) is not None and is_result(t) and not is_current(study, t)
     ]

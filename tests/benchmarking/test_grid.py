@@ -75,6 +75,7 @@ def test_a_tiny_grid_in_two_processes_reports_from_its_study_grows_and_resumes(t
         assert len(steps) == 10 and 50 <= steps[0] < 100 and steps[-1] == 504  # every 500 / 10 steps of 8 envs
         assert trial.value == pytest.approx(sum(list(trial.intermediate_values.values())[-3:]) / 3)
         assert trial.user_attrs["seconds"] > 0 and ":" in trial.user_attrs["worker"]
+        assert trial.user_attrs["cpu_seconds"] > 0  # the cell's cost, which a paused worker does not inflate
     for name in ("grid.csv", "results.md", "curves-CartPole-v1.png", "aggregate.png", "profiles.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "grid.csv").read_text().splitlines()
@@ -427,3 +428,12 @@ def test_the_committed_studys_waiting_cells_are_claimed_and_told_by_this_code(tm
     (told,) = [t for t in trials(settings.storage_url) if cell_of(t) == cell and t.state == TrialState.COMPLETE]
     assert told.value == 1.0 and told.user_attrs["row_id"] == queue.current_row_id(cell)
     assert "commit" in told.user_attrs and queue.is_current(study, told)
+
+
+def test_a_cells_cost_is_its_cpu_seconds_where_it_recorded_them():
+    def trial(**attrs):
+        return optuna.trial.create_trial(value=1.0, user_attrs=attrs)
+
+    assert report_module.cost_seconds(trial(seconds=9000.0, cpu_seconds=700.0)) == 700.0  # a worker paused for 8300 s
+    assert report_module.cost_seconds(trial(seconds=700.0)) == 700.0  # cells from before CPU seconds were recorded
+    assert math.isnan(report_module.cost_seconds(trial()))
