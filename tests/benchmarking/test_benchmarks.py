@@ -53,7 +53,8 @@ def test_the_rollout_profile_gives_each_part_its_ratio_to_the_floor():
     rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in output.splitlines() if line[:2] == "| "}
     assert rows["**the floor**"] == "1.0"
     assert float(rows["a whole step, our collect_rollouts"]) > 1  # no rollout beats its own floor
-    assert "env.step (VecNormalize + DummyVecEnv + Monitor)" in rows
+    assert "env.step (VecNormalize(DummyVecEnv), Monitor)" in rows
+    assert "our route through it" in rows  # the exact route that our rollout takes through that stack
 
 
 FAST_PATH = Path(__file__).parents[2] / "benchmarks" / "fast_path.py"
