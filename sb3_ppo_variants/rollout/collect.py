@@ -26,7 +26,6 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from sb3_ppo_variants.common.errors import RolloutDivergedError
 from sb3_ppo_variants.rollout.inference import RolloutForward
-from sb3_ppo_variants.rollout.vec_envs import clip_ufunc
 
 
 def collect_rollouts(
@@ -69,7 +68,7 @@ def collect_rollouts(
                 raise RolloutDivergedError(f"rollout step {n_steps} (timestep {self.num_timesteps}): {error}") from None
         actions = actions.cpu().numpy()
         # Gaussian actions are unbounded: clip them to the action space (SB3's rollout does).
-        clipped_actions = clip_ufunc(actions, self.action_space.low, self.action_space.high) if clip else actions
+        clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high) if clip else actions
 
         new_obs, rewards, dones, infos = env_step(clipped_actions)
         self.num_timesteps += env.num_envs

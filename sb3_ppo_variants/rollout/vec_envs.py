@@ -3,8 +3,8 @@ operations and with the same numbers.
 
 A rollout step through SB3's wrappers pays for generality that these stacks do not use:
 ``np.mean`` and ``np.var`` handle every dtype, axis and mask before their few ufunc calls,
-``np.clip`` checks its bounds before one, ``deepcopy`` walks each info dict and the observation
-buffer's dict, and ``normalize_obs`` deep-copies an observation that it then replaces. For
+``deepcopy`` walks each info dict and the observation buffer's dict, and ``normalize_obs``
+deep-copies an observation that it then replaces. For
 ``DummyVecEnv`` and ``VecNormalize(DummyVecEnv)`` with one observation array (not ``Dict`` or
 ``Tuple`` observations), :func:`vec_env_route` steps with the same numpy ufuncs in the same order,
 and leaves every wrapper's state as its own ``step`` leaves it: the observation buffer,
@@ -29,11 +29,6 @@ import numpy as np
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
-
-try:  # the ufunc that np.clip calls once it has checked its arguments: the same results
-    from numpy._core.umath import clip as clip_ufunc
-except ImportError:  # numpy < 2
-    clip_ufunc = np.clip
 
 # Values a deep copy of an info dict may share instead of copying: Python's and numpy's immutable
 # scalars (``deepcopy`` returns such a value itself or an equal one).
@@ -122,7 +117,7 @@ def _normalized_step(vec_normalize: VecNormalize, actions: np.ndarray) -> VecEnv
         _update(vec_normalize.ret_rms, vec_normalize.returns)
     if vec_normalize.norm_reward:
         scale = np.sqrt(vec_normalize.ret_rms.var + vec_normalize.epsilon)
-        rewards = clip_ufunc(rewards / scale, -vec_normalize.clip_reward, vec_normalize.clip_reward)
+        rewards = np.clip(rewards / scale, -vec_normalize.clip_reward, vec_normalize.clip_reward)
     rewards = rewards.astype(np.float32)
     for index, done in enumerate(dones):
         if done and "terminal_observation" in infos[index]:
@@ -138,7 +133,7 @@ def _normalize_obs(vec_normalize: VecNormalize, obs: np.ndarray) -> np.ndarray:
     statistics = vec_normalize.obs_rms
     clip = vec_normalize.clip_obs
     scaled = (obs - statistics.mean) / np.sqrt(statistics.var + vec_normalize.epsilon)  # type: ignore[union-attr]
-    return clip_ufunc(scaled, -clip, clip).astype(np.float32)
+    return np.clip(scaled, -clip, clip).astype(np.float32)
 
 
 def _update(statistics: RunningMeanStd, batch: np.ndarray) -> None:
