@@ -265,22 +265,26 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         trial.set_user_attr("duplicate_of", duplicate)
         study.tell(trial, state=TrialState.FAIL)
         return
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    trial.set_user_attr("row_id", current_row_id(cell))
-    for key, value in provenance().items():
-        trial.set_user_attr(key, value)
     compile = bool(study.user_attrs.get("compile", False))
 
     def report(timesteps: int, mean_return: float) -> bool:
         trial.report(mean_return, timesteps)
         return True
 
-    protocol = protocol_of(study, cell.env)
     records: dict[str, Any] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
-    try:
+    try:  # from the claim to the tell: an interruption anywhere in between fails the trial
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("row_id", current_row_id(cell))
+        for key, value in provenance().items():
+            trial.set_user_attr(key, value)
+        protocol = protocol_of(study, cell.env)
         trial.set_user_attr("row", row_identity(cell.variant, cell.env))  # raises for a row nobody defines
         evaluations = train_cell(cell, protocol, compile, on_evaluation=report, records=records)
+        _record_time(trial, start, cpu_start)
+        for key, value in records.items():
+            trial.set_user_attr(key, value)
+        score = cell_task(cell, protocol).score(evaluations)
     except KeyboardInterrupt:
         study.tell(trial, state=TrialState.FAIL)  # no fail_reason: the next command runs it again
         raise
@@ -289,10 +293,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial) -> None:
         _record_time(trial, start, cpu_start)
         study.tell(trial, state=TrialState.FAIL)
         return
-    _record_time(trial, start, cpu_start)
-    for key, value in records.items():
-        trial.set_user_attr(key, value)
-    study.tell(trial, cell_task(cell, protocol).score(evaluations))
+    study.tell(trial, score)
 
 
 def _record_time(trial: optuna.Trial, start: float, cpu_start: float) -> None:
