@@ -40,7 +40,8 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_ppo_variants import PPOVariant
-from sb3_ppo_variants.rollout.inference import policy_heads, rollout_forward
+from sb3_ppo_variants.common.networks import policy_heads
+from sb3_ppo_variants.rollout.inference import rollout_forward
 from sb3_ppo_variants.rollout.vec_envs import vec_env_route
 from sb3_ppo_variants.tuning.baselines import ZOO_PPO, zoo_ppo_arguments
 from sb3_ppo_variants.update.compiled import compile_options

@@ -40,6 +40,7 @@ from sb3_ppo_variants.rollout.value_units import values_in_return_units
 from sb3_ppo_variants.rollout.vec_envs import VecEnvRoute, vec_env_route
 from sb3_ppo_variants.update.advantages import NormalizeBatchAdvantages, RecomputeAdvantages, evaluate_rollout
 from sb3_ppo_variants.update.compiled import CompiledScorer, check_compile_toolchain, compile_options
+from sb3_ppo_variants.update.evaluation import direct_evaluation
 from sb3_ppo_variants.update.hyperparameters import BoundLoss, bind_loss
 from sb3_ppo_variants.update.optimizer_step import OptimizerStep
 from sb3_ppo_variants.update.scoring import MinibatchScorer, PolicyEvaluation
@@ -348,7 +349,10 @@ class LossComponentsMixin(LossFilesMixin):
     def _minibatch_scorer(self, value_transform: TrainingHook | None = None) -> MinibatchScorer:
         return MinibatchScorer(
             policy=self.policy,
-            evaluate=self._evaluate,
+            # The eager path evaluates SB3's own policies directly; the compiled one traces _evaluate.
+            evaluate=self._evaluate
+            if self.compile or type(self)._evaluate is not LossComponentsMixin._evaluate
+            else direct_evaluation(self.policy, self._evaluate),
             distribution=self._distribution,
             sample_mask=self._sample_mask,
             discrete_actions=isinstance(self.action_space, spaces.Discrete),

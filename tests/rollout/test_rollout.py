@@ -11,7 +11,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from sb3_ppo_variants import MaskablePPOVariant, PPOVariant, RolloutDivergedError
-from sb3_ppo_variants.rollout.inference import policy_heads, rollout_forward, supports_rollout_forward
+from sb3_ppo_variants.common.networks import policy_heads
+from sb3_ppo_variants.rollout.inference import rollout_forward, supports_rollout_forward
 
 BUFFER_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns")
 
