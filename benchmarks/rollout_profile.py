@@ -11,7 +11,9 @@ would slow wall time) is printed in microseconds per step of all environments. T
 what a step cannot do without: the environments' own ``step`` as ``gym.make`` gives them (one after the other, no
 Monitor, no vectorisation, no normalisation) plus the networks' matrix products at their exact
 shapes (``torch.addmm``, nothing else). The parts: whole steps of SB3's and of our
-``collect_rollouts`` (a rollout divided by its steps: the figure a change must move), the policy's
+``collect_rollouts`` (a rollout divided by its steps: the figure a change must move), our forward
+and our route through the ``VecEnv`` stack timed inside that loop (where each runs between the
+others, with the caches they leave: compare with the same parts timed alone below), the policy's
 forward as SB3 runs it (``policy(obs)``: the networks, a torch distribution object, its sample and
 log-probability, torch's argument checks), the networks alone (as modules, and as our rollout calls
 them), our rollout forward (:mod:`sb3_ppo_variants.rollout.inference`: the same numbers on the
@@ -41,6 +43,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_ppo_variants import PPOVariant
 from sb3_ppo_variants.common.networks import policy_heads
+from sb3_ppo_variants.rollout.collect import collect_rollouts
 from sb3_ppo_variants.rollout.inference import rollout_forward
 from sb3_ppo_variants.rollout.vec_envs import vec_env_route
 from sb3_ppo_variants.tuning.baselines import ZOO_PPO, zoo_ppo_arguments
@@ -73,6 +76,34 @@ def whole_step_us(algorithm: type, env_id: str, n_envs: int, zoo: bool, steps: i
     start = time.thread_time()
     collect()
     return (time.thread_time() - start) / steps * 1e6
+
+
+def in_loop_us(env_id: str, n_envs: int, zoo: bool, steps: int) -> dict[str, float]:
+    """Our rollout's forward and its route through the ``VecEnv`` stack, each timed inside a real
+    ``collect_rollouts`` of ``steps`` steps (per step): what they cost between the other parts."""
+    kwargs = {**zoo_ppo_arguments(env_id), "n_steps": steps} if zoo else {"n_steps": steps}
+    model = PPOVariant("MlpPolicy", make_env(env_id, n_envs, zoo, kwargs.get("gamma", 0.99)), seed=0, device="cpu")
+    model._setup_learn(steps * n_envs, callback=None)
+    callback = ConvertCallback(None)
+    callback.init_callback(model)
+    spent = {"forward": 0.0, "route": 0.0}
+
+    def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*arguments: Any) -> Any:
+            start = time.thread_time()
+            result = function(*arguments)
+            spent[name] += time.thread_time() - start
+            return result
+
+        return call
+
+    forward = timed("forward", rollout_forward(model.policy))
+    route = timed("route", vec_env_route(model.env).step)
+    collect = lambda: collect_rollouts(model, model.env, callback, model.rollout_buffer, steps, forward, env_step=route)  # noqa: E731
+    collect()  # warm-up
+    spent.update(forward=0.0, route=0.0)
+    collect()
+    return {name: seconds / steps * 1e6 for name, seconds in spent.items()}
 
 
 def make_env(env_id: str, n_envs: int, zoo: bool, gamma: float) -> Any:
@@ -157,9 +188,12 @@ def main(argv: list[str] | None = None) -> None:
             "the networks' matrix products (addmm)": per_call_us(matmuls(policy, n_envs), args.steps),
         }
     rollout_steps = min(args.steps, 2048)
+    in_loop = in_loop_us(env_id, n_envs, zoo, rollout_steps)
     parts: dict[str, Callable[[], Any] | float] = {
         "a whole step, SB3's collect_rollouts": whole_step_us(PPO, env_id, n_envs, zoo, rollout_steps),
         "a whole step, our collect_rollouts": whole_step_us(PPOVariant, env_id, n_envs, zoo, rollout_steps),
+        "  our forward, timed inside that loop": in_loop["forward"],
+        "  our route through the VecEnv stack, timed inside that loop": in_loop["route"],
         "policy(obs), SB3's forward": lambda: policy(obs_tensor),
         "  the networks alone, as modules": networks,
         "  the networks alone, as our rollout calls them": lambda: heads(obs_tensor),

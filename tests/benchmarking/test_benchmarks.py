@@ -55,6 +55,8 @@ def test_the_rollout_profile_gives_each_part_its_ratio_to_the_floor():
     assert float(rows["a whole step, our collect_rollouts"]) > 1  # no rollout beats its own floor
     assert "env.step (VecNormalize(DummyVecEnv), Monitor)" in rows
     assert "our route through it" in rows  # the exact route that our rollout takes through that stack
+    assert float(rows["our forward, timed inside that loop"]) > 0  # the parts as the loop runs them
+    assert float(rows["our route through the VecEnv stack, timed inside that loop"]) > 0
 
 
 FAST_PATH = Path(__file__).parents[2] / "benchmarks" / "fast_path.py"
