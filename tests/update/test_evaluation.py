@@ -51,6 +51,7 @@ class CountingPolicy(ActorCriticPolicy):
 
 
 def test_a_policy_with_its_own_evaluate_actions_keeps_it():
+    CountingPolicy.calls = 0
     model = PPOVariant(CountingPolicy, "CartPole-v1", n_steps=32, batch_size=16, n_epochs=2, seed=0)
     assert not supports_direct_evaluation(model.policy)
     model.learn(32)
