@@ -19,7 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    sum_independent_dims,
+)
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from torch.distributions import Categorical, Normal
 
@@ -74,15 +78,10 @@ def evaluate_actions(
         distribution = Categorical(logits=parameters, validate_args=False)
         log_prob = distribution.log_prob(actions)
         entropy = distribution.entropy()
-    else:  # DiagGaussianDistribution.proba_distribution, log_prob and entropy (sum_independent_dims)
+    else:  # DiagGaussianDistribution.proba_distribution, log_prob and entropy
         std = th.ones_like(parameters) * policy.log_std.exp()
         distribution = Normal(parameters, std, validate_args=False)
-        log_prob = _sum_independent_dims(distribution.log_prob(actions))
-        entropy = _sum_independent_dims(distribution.entropy())
+        log_prob = sum_independent_dims(distribution.log_prob(actions))
+        entropy = sum_independent_dims(distribution.entropy())
     policy.action_dist.distribution = distribution
     return values, log_prob, entropy
-
-
-def _sum_independent_dims(tensor: th.Tensor) -> th.Tensor:
-    # stable_baselines3.common.distributions.sum_independent_dims
-    return tensor.sum(dim=1) if len(tensor.shape) > 1 else tensor.sum()
