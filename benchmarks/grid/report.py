@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 
 from benchmarks.grid.cells import LAST_EVALUATIONS, Cell, EnvProtocol, random_score
 from benchmarks.grid.queue import cell_of, is_current, is_result, protocol_of
-from benchmarks.grid.rows import LEARNING_RATES, SB3, base_variant, is_control
+from benchmarks.grid.rows import LEARNING_RATES, SB3, base_variant, control_setting, is_control
 from sb3_ppo_variants.tuning.report import write_html
 from sb3_ppo_variants.variants import variant_names
 
@@ -440,6 +440,7 @@ def report(
     reps: int = 2000,
     aggregates: dict[str, list[str]] | None = None,
     planned: list[Cell] | None = None,
+    controls: dict[str, dict[str, list[str]]] | None = None,
 ) -> str:
     """Write the report of ``study``'s finished cells (default: all of them) under ``out``.
 
@@ -449,6 +450,7 @@ def report(
         table and plots; a group is reported when all its environments have finished cells, and
         once if two groups are the same (default, and when none is: one over all ``envs``). A
         variant enters a group's table with the seeds it finished on every environment of it.
+    :param controls: Per environment, each controlled row's control rows (:func:`control_table`).
     """
     runs = runs_of(study)
     asked = envs or sorted({r.cell.env for r in runs})
@@ -492,11 +494,12 @@ def report(
         ]
     if verdicts:
         text += ["", multiplicity_note(verdicts)]
-    controlled = control_table(runs, envs, protocols, out, reps)
+    controlled = control_table(runs, envs, protocols, out, reps, controls or {})
     if controlled:
         text += [
             "",
-            "Controls: each adaptive row against SB3's PPO at fixed learning rates it reached there:",
+            "Controls: each row against SB3's PPO with the setting that may explain its difference changed "
+            "(the control's name says which), same seeds:",
             "",
             *controlled,
         ]
@@ -527,10 +530,19 @@ def report(
 
 
 def control_table(
-    runs: list[Run], envs: list[str], protocols: dict[str, EnvProtocol], out: Path, reps: int
+    runs: list[Run],
+    envs: list[str],
+    protocols: dict[str, EnvProtocol],
+    out: Path,
+    reps: int,
+    controls: dict[str, dict[str, list[str]]],
 ) -> list[str]:
-    """Each adaptive row against its controls (SB3's PPO at fixed rates it reached) on the same seeds:
-    P(adaptive > control) with its bootstrap interval; "better" only when the adaptation adds to the rate."""
+    """Each row against its controls on the same seeds: P(row > control) with its bootstrap
+    interval; "better" only when the row adds to what the control's setting explains.
+
+    :param controls: per environment, each controlled row's control rows (SB3's PPO at fixed
+        learning rates an adaptive row reached, say).
+    """
     from rliable import library as rly
     from rliable import metrics
 
@@ -539,29 +551,29 @@ def control_table(
         "|---|---|---|---|---|---|",
     ]
     for env_id in envs:
-        adaptive = sorted(_learning_rates(runs, env_id))
-        controls = sorted({r.cell.variant for r in runs if r.cell.env == env_id and is_control(r.cell.variant)})
-        if not adaptive or not controls:
+        pairs = [(row, control) for row, named in controls.get(env_id, {}).items() for control in named]
+        present = {r.cell.variant for r in runs if r.cell.env == env_id}
+        pairs = [(row, control) for row, control in pairs if {row, control} <= present]
+        if not pairs:
             continue
-        matrices = normalised_scores(runs, [env_id], [*adaptive, *controls], protocols, out)
-        for row in adaptive:
-            for control in controls:
-                if row not in matrices or control not in matrices:
-                    continue
-                seeds = min(len(matrices[row]), len(matrices[control]))
-                pair = {f"{row},{control}": (matrices[row][:seeds], matrices[control][:seeds])}
-                value, interval = rly.get_interval_estimates(
-                    pair,
-                    metrics.probability_of_improvement,
-                    reps=max(reps // 4, 50),
-                    random_state=np.random.RandomState(0),
-                )
-                p = float(np.ravel(value[f"{row},{control}"])[0])
-                low, high = np.ravel(interval[f"{row},{control}"])[:2]
-                lines.append(
-                    f"| {env_id} | {row} | {control} | {seeds} | {p:.2f} [{low:.2f}, {high:.2f}] "
-                    f"| {_verdict(float(low), float(high), seeds)} |"
-                )
+        matrices = normalised_scores(runs, [env_id], sorted({name for pair in pairs for name in pair}), protocols, out)
+        for row, control in pairs:
+            if row not in matrices or control not in matrices:
+                continue
+            seeds = min(len(matrices[row]), len(matrices[control]))
+            pair = {f"{row},{control}": (matrices[row][:seeds], matrices[control][:seeds])}
+            value, interval = rly.get_interval_estimates(
+                pair,
+                metrics.probability_of_improvement,
+                reps=max(reps // 4, 50),
+                random_state=np.random.RandomState(0),
+            )
+            p = float(np.ravel(value[f"{row},{control}"])[0])
+            low, high = np.ravel(interval[f"{row},{control}"])[:2]
+            lines.append(
+                f"| {env_id} | {row} | {control} | {seeds} | {p:.2f} [{low:.2f}, {high:.2f}] "
+                f"| {_verdict(float(low), float(high), seeds)} |"
+            )
     return lines if len(lines) > 2 else []
 
 
@@ -585,11 +597,11 @@ def _groups(aggregates: dict[str, list[str]] | None, envs: list[str]) -> dict[st
 
 
 def _rows(runs: list[Run]) -> list[str]:
-    """SB3's row first, then its controls (by learning rate), then the variants in the order of
+    """SB3's row first, then its controls (by setting and value), then the variants in the order of
     ``VARIANTS``, each recommended-settings row beside its drop-in row."""
 
     present = {r.cell.variant for r in runs}
-    controls = sorted((v for v in present if is_control(v)), key=lambda v: float(v.split("=", 1)[1]))
+    controls = sorted((v for v in present if is_control(v)), key=control_setting)
     drop_in = variant_names(recommended=False)
     variants = sorted(variant_names(), key=lambda v: drop_in.index(base_variant(v)))
     order = [SB3, *controls, *variants]

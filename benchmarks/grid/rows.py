@@ -8,8 +8,9 @@ and a ``variant=`` argument are the same word:
   own defaults);
 - ``ppg@recommended``: the variant at the settings recommended for control tasks (its
   description in ``VARIANTS`` gives their source);
-- ``sb3-ppo@lr=0.0012``: a control, SB3's PPO with a fixed learning rate in place of the Zoo's
-  (the learning rates an adaptive row reached, so "adaptive" can be told from "larger").
+- ``sb3-ppo@lr=0.0012``, ``sb3-ppo@max_grad_norm=inf``: a control, SB3's PPO with one setting in
+  place of the Zoo's (:data:`CONTROL_SETTINGS`): the setting that may explain why a row beat SB3's
+  PPO (the learning rates an adaptive row reached, so "adaptive" can be told from "larger").
 
 Every row is compared with ``sb3-ppo`` on the same seeds.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from typing import Any
 
 from stable_baselines3 import PPO
@@ -38,8 +40,10 @@ from sb3_ppo_variants.variants import resolve_variant, variant_arguments, varian
 
 SB3 = "sb3-ppo"
 """The row of SB3's own ``PPO``, the reference every variant is compared with."""
-CONTROL_PREFIX = f"{SB3}@lr="
-"""A control row's name: SB3's PPO at the learning rate that follows (``sb3-ppo@lr=0.0012``)."""
+CONTROL_PREFIX = f"{SB3}@"
+"""A control row's name: SB3's PPO with the setting that follows (``sb3-ppo@lr=0.0012``)."""
+CONTROL_SETTINGS: dict[str, str] = {"lr": "learning_rate", "max_grad_norm": "max_grad_norm"}
+"""The settings a control may change, by the name its row spells them with: SB3's ``PPO`` argument each sets."""
 
 REVISIONS: dict[str, int] = {
     "ppo-ewma": 2,  # the average starts with the initial policy's weight 1, as the authors' EwmaModel
@@ -55,8 +59,26 @@ def is_control(row: str) -> bool:
     return row.startswith(CONTROL_PREFIX)
 
 
-def control_row(learning_rate: float) -> str:
-    return f"{CONTROL_PREFIX}{learning_rate:.3g}"
+def control_row(setting: str, value: float) -> str:
+    """The control that sets ``setting`` (a key of :data:`CONTROL_SETTINGS`) to ``value``."""
+    return f"{CONTROL_PREFIX}{setting}={value:.3g}"
+
+
+def control_setting(row: str) -> tuple[str, float]:
+    """``(setting, value)`` of a control row: ``("lr", 0.0012)`` for ``sb3-ppo@lr=0.0012``.
+
+    :raises ValueError: naming the accepted settings, for a control row that names none of them
+        or a value that is not a number above 0 (``inf`` is one: ``max_grad_norm=inf`` never clips).
+    """
+    setting, _, text = row[len(CONTROL_PREFIX) :].partition("=")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if setting not in CONTROL_SETTINGS or not value > 0:
+        accepted = ", ".join(f"{CONTROL_PREFIX}{name}=<value > 0>" for name in CONTROL_SETTINGS)
+        raise ValueError(f"row {row!r} is invalid: a control is one of {accepted}")
+    return setting, value
 
 
 def base_variant(row: str) -> str:
@@ -70,16 +92,13 @@ def check_row(row: str) -> None:
     if row == SB3:
         return
     if is_control(row):
-        try:
-            if float(row[len(CONTROL_PREFIX) :]) > 0:
-                return
-        except ValueError:
-            pass
-        raise ValueError(f"row {row!r} is invalid: a control is {CONTROL_PREFIX}<learning rate > 0>")
+        control_setting(row)
+        return
     try:
         resolve_variant(row)
     except HyperparameterError:
-        accepted = ", ".join([SB3, *variant_names(), f"{CONTROL_PREFIX}<rate>"])
+        controls = [f"{CONTROL_PREFIX}{setting}=<value>" for setting in CONTROL_SETTINGS]
+        accepted = ", ".join([SB3, *variant_names(), *controls])
         raise ValueError(f"row {row!r} is unknown: accepted rows are {accepted}") from None
 
 
@@ -92,7 +111,8 @@ def row_setup(row: str, env_id: str, policy: Any = "MlpPolicy") -> tuple[Any, An
     if row == SB3:
         return PPO, policy, arguments
     if is_control(row):
-        return PPO, policy, {**arguments, "learning_rate": float(row[len(CONTROL_PREFIX) :])}
+        setting, value = control_setting(row)
+        return PPO, policy, {**arguments, CONTROL_SETTINGS[setting]: value}
     return PPOVariant, variant_policy(row, policy), variant_arguments(row, arguments)
 
 

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from benchmarks.grid import queue, rows
 from benchmarks.grid import report as report_module
-from benchmarks.grid.__main__ import recommended_rows, table_cells, table_rows
+from benchmarks.grid.__main__ import control_rows, recommended_rows, table_cells, table_rows
 from benchmarks.grid.cells import ENVS, Cell
 from benchmarks.grid.migrate import adopt_legacy_cells, migrate
 from benchmarks.grid.queue import GridSettings, cell_of, enqueue, open_grid, run_cells, work
@@ -100,7 +100,7 @@ def test_a_study_made_with_another_protocol_is_refused_by_name(tmp_path):
 def test_an_unknown_row_is_refused_with_the_accepted_names(tmp_path):
     refused = grid("--variants", "nope", "--out", str(tmp_path), check=False)
     assert refused.returncode == 2 and "row 'nope' is unknown: accepted rows are sb3-ppo, ppo," in refused.stderr
-    assert "ppg@recommended" in refused.stderr and "sb3-ppo@lr=<rate>" in refused.stderr
+    assert "ppg@recommended" in refused.stderr and "sb3-ppo@lr=<value>, sb3-ppo@max_grad_norm=<value>" in refused.stderr
 
 
 def test_an_interrupted_grid_resumes_without_recomputing_a_finished_cell(tmp_path):
@@ -321,12 +321,27 @@ def test_an_adaptive_learning_rate_row_records_the_rate_of_every_call(tmp_path):
     assert "learning_rates" not in sb3.trials[0].user_attrs  # a fixed schedule records nothing
 
 
-def test_a_control_row_is_sb3s_ppo_at_a_fixed_learning_rate():
-    algorithm, policy, arguments = rows.row_setup(rows.control_row(0.0012), "Acrobot-v1")
+def test_a_control_row_is_sb3s_ppo_with_one_setting_changed():
+    algorithm, policy, arguments = rows.row_setup(rows.control_row("lr", 0.0012), "Acrobot-v1")
     assert algorithm.__name__ == "PPO" and policy == "MlpPolicy" and arguments["learning_rate"] == 0.0012
     assert arguments["n_steps"] == 256  # the rest is the Zoo's Acrobot
-    with pytest.raises(ValueError, match="a control is sb3-ppo@lr=<learning rate > 0>"):
-        rows.check_row("sb3-ppo@lr=fast")
+
+
+def test_a_control_that_never_clips_trains_and_records_its_setting(tmp_path):
+    unclipped = rows.control_row("max_grad_norm", math.inf)
+    assert unclipped == "sb3-ppo@max_grad_norm=inf"
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    _one_cell(storage, Cell("CartPole-v1", unclipped, 0))
+    (trial,) = trials(storage)
+    assert trial.state == TrialState.COMPLETE and math.isfinite(trial.value)
+    assert trial.user_attrs["row_id"] == row_id(unclipped, "CartPole-v1")
+    assert trial.user_attrs["row"]["arguments"]["max_grad_norm"] == math.inf
+
+
+@pytest.mark.parametrize("row", ["sb3-ppo@lr=fast", "sb3-ppo@lr=0", "sb3-ppo@gamma=0.9", "sb3-ppo@lr"])
+def test_a_control_that_names_no_setting_it_may_change_is_refused_with_the_accepted_ones(row):
+    with pytest.raises(ValueError, match="a control is one of sb3-ppo@lr=<value > 0>, sb3-ppo@max_grad_norm="):
+        rows.check_row(row)
 
 
 def test_the_table_computes_the_recomputed_rows_and_the_controls_before_the_new_rows_and_environments():
@@ -335,6 +350,8 @@ def test_the_table_computes_the_recomputed_rows_and_the_controls_before_the_new_
     assert first[("Acrobot-v1", "kl-adaptive-lr")] < first[("Acrobot-v1", "ppo-ewma")]
     assert first[("Pendulum-v1", "trgppo")] < first[("CartPole-v1", "ppg@recommended")]
     assert first[("Acrobot-v1", "ppg@recommended")] < first[("LunarLander-v3", "sb3-ppo")]
+    lunar_controls = [first[("LunarLander-v3", c)] for c in control_rows("LunarLander-v3")]
+    assert lunar_controls and max(lunar_controls) < first[("LunarLander-v3", "espo")]  # before the rows still waiting
     assert first[("LunarLander-v3", "outer-ppo")] < first[("HalfCheetah-v5", "sb3-ppo")]
     assert first[("Hopper-v5", "outer-ppo")] < first[("LunarLander-v3", "ppg@recommended")]
     cells = table_cells()
@@ -349,21 +366,25 @@ def test_every_row_of_a_plot_has_a_colour_of_its_own_and_sb3s_is_black():
     assert colors[rows.SB3] == "#000000" and len(set(colors.values())) == len(names)
 
 
-def test_the_report_sets_each_adaptive_row_against_its_controls(tmp_path):
+def test_the_report_sets_each_row_against_its_own_controls(tmp_path):
     (tmp_path / "random_scores.json").write_text(json.dumps({"Acrobot-v1": -500.0}))
     protocols = {"Acrobot-v1": ENVS["Acrobot-v1"]}
-    adaptive = [
-        Run(Cell("Acrobot-v1", "kl-adaptive-lr", s), [], -64.0 - s * 0.1, 1.0, None, [3e-4, 4.5e-4]) for s in range(5)
+    controls = {"Acrobot-v1": {"kl-adaptive-lr": ["sb3-ppo@lr=0.0015"], "value-norm": ["sb3-ppo@max_grad_norm=inf"]}}
+
+    def row(name: str, score: float) -> list[Run]:
+        return [Run(Cell("Acrobot-v1", name, s), [], score - s * 0.1, 1.0, None) for s in range(5)]
+
+    adaptive, unclipped = row("kl-adaptive-lr", -64.0), row("sb3-ppo@max_grad_norm=inf", -60.0)
+    runs = [*adaptive, *row("sb3-ppo@lr=0.0015", -70.0), *row("value-norm", -64.0), *unclipped]
+    lines = report_module.control_table(runs, ["Acrobot-v1"], protocols, tmp_path, 200, controls)
+    assert lines[2:] == [
+        "| Acrobot-v1 | kl-adaptive-lr | sb3-ppo@lr=0.0015 | 5 | 1.00 [1.00, 1.00] | **better** |",
+        "| Acrobot-v1 | value-norm | sb3-ppo@max_grad_norm=inf | 5 | 0.00 [0.00, 0.00] | **worse** |",
     ]
-    control = [Run(Cell("Acrobot-v1", "sb3-ppo@lr=0.0015", s), [], -70.0 - s * 0.1, 1.0, None) for s in range(5)]
-    lines = report_module.control_table([*adaptive, *control], ["Acrobot-v1"], protocols, tmp_path, reps=200)
-    assert lines[2].startswith(
-        "| Acrobot-v1 | kl-adaptive-lr | sb3-ppo@lr=0.0015 | 5 | 1.00 [1.00, 1.00] | **better** |"
-    )
-    tied = [Run(Cell("Acrobot-v1", "sb3-ppo@lr=0.0015", s), [], -64.0 - s * 0.1, 1.0, None) for s in range(5)]
-    assert report_module.control_table([*adaptive, *tied], ["Acrobot-v1"], protocols, tmp_path, reps=200)[2].endswith(
-        "| – |"
-    )
+    tied = [*adaptive, *row("sb3-ppo@lr=0.0015", -64.0)]  # and value-norm's control not run: no line
+    lines = report_module.control_table(tied, ["Acrobot-v1"], protocols, tmp_path, 200, controls)
+    assert len(lines) == 3 and lines[2].startswith("| Acrobot-v1 | kl-adaptive-lr | sb3-ppo@lr=0.0015 | 5 | 0.50 [")
+    assert lines[2].endswith("| – |")
 
 
 def test_every_cell_of_the_committed_table_is_current_under_this_code(tmp_path):
