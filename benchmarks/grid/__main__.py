@@ -49,10 +49,11 @@ AGGREGATES = {
     "classic": [*CLASSIC_CHEAP, *CLASSIC_COSTLY],
     "acrobot": [*CLASSIC_CHEAP, "Acrobot-v1"],
     "cheap": CLASSIC_CHEAP,
+    "mujoco": MUJOCO,
     **{env_id: [env_id] for env_id in [*CLASSIC_COSTLY, *MUJOCO]},
 }
 """The report's aggregates: every environment; classic control; without LunarLander, the costliest
-of classic control's cells; the two with 10 seeds; and each environment where a row's budget is
+of classic control's cells; the two with 10 seeds; MuJoCo; and each environment where a row's budget is
 long enough to separate the variants (CartPole's ceiling and Pendulum's spread hide differences
 that one of these shows alone)."""
 
