@@ -10,5 +10,6 @@ PostgreSQL storage, claim them one at a time. The pieces, one concern each:
 - ``report.py``: tables, learning curves and rliable's aggregates, read from the study;
 - ``migrate.py``: cells written by the earlier file-based runner, imported as trials;
 - ``cost.py``: a cell's measured cost per environment, to plan a table's CPU-hours;
+- ``readme.py``: the README's copies of the report's tables, kept equal to it;
 - ``__main__.py``: the command, ``python -m benchmarks.grid``.
 """

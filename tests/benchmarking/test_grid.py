@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchmarks.grid import queue, rows
+from benchmarks.grid import queue, readme, rows
 from benchmarks.grid import report as report_module
 from benchmarks.grid.__main__ import control_rows, recommended_rows, table_cells, table_rows
 from benchmarks.grid.cells import ENVS, Cell
@@ -458,3 +458,30 @@ def test_a_cells_cost_is_its_cpu_seconds_where_it_recorded_them():
     assert report_module.cost_seconds(trial(seconds=9000.0, cpu_seconds=700.0)) == 700.0  # a worker paused for 8300 s
     assert report_module.cost_seconds(trial(seconds=700.0)) == 700.0  # cells from before CPU seconds were recorded
     assert math.isnan(report_module.cost_seconds(trial()))
+
+
+def test_the_readme_quotes_the_committed_reports_tables_as_they_are():
+    results = ROOT / "benchmarks" / "results" / "grid" / "results.md"
+    code = readme.main(["--check", "--results", str(results), "--readme", str(ROOT / "README.md")])
+    assert code == 0, "the README's reference section differs from results.md: run python -m benchmarks.grid.readme"
+
+
+def test_the_readme_tool_copies_each_marked_part_and_names_the_ones_the_report_lacks(tmp_path):
+    results = tmp_path / "results.md"
+    results.write_text(
+        "Controls: each row against SB3's PPO with ...:\n\n| a | b |\n|---|---|\n| x | 1 |\n| y | 2 |\n\n"
+        "Multiplicity: the tables above make 3 comparisons.\n"
+    )
+    page = tmp_path / "README.md"
+    page.write_text(
+        "Our controls:\n<!-- report: controls -->\n| a | b |\n|---|---|\n| x | 0 |\nWhat it shows.\n"
+        "<!-- report: multiplicity -->\nMultiplicity: old.\n<!-- report: compute -->\n| kept |\n"
+    )
+    assert readme.main(["--check", "--results", str(results), "--readme", str(page)]) == 1
+    assert readme.main(["--results", str(results), "--readme", str(page)]) == 0
+    assert page.read_text() == (
+        "Our controls:\n<!-- report: controls -->\n| a | b |\n|---|---|\n| x | 1 |\n| y | 2 |\nWhat it shows.\n"
+        "<!-- report: multiplicity -->\nMultiplicity: the tables above make 3 comparisons.\n"
+        "<!-- report: compute -->\n| kept |\n"
+    )
+    assert readme.main(["--check", "--results", str(results), "--readme", str(page)]) == 1  # compute: no such part
