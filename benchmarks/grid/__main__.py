@@ -72,9 +72,10 @@ CONTROLS: dict[str, dict[str, list[str]]] = {
     "LunarLander-v3": {
         # SB3's PPO clips the joint gradient norm of its policy and value losses at 0.5. On LunarLander
         # the unnormalized value targets make that norm 11 to 377 (its median per call, seed 0, first
-        # 400k steps), so the clip scales the policy's step by a median 0.001 to 0.044; with normalized
-        # targets the norm is about 0.5 and the clip scales it by a median 0.8 to 1. The control never
-        # clips: the policy's own gradient norm (about 0.3) is under 0.5, and Adam sets the value step.
+        # 400k steps), so the clip scales the policy's gradient by a median 0.001 to 0.044, a factor
+        # that changes from minibatch to minibatch with the value loss (Adam undoes only a constant
+        # one); with normalized targets the norm is about 0.5 and the factor a median 0.8 to 1. The
+        # control never clips: the policy's own gradient norm (about 0.3) is under 0.5 anyway.
         "value-norm": [control_row("max_grad_norm", math.inf)],
         "popart": [control_row("max_grad_norm", math.inf)],
     },
