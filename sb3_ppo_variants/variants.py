@@ -232,6 +232,16 @@ VARIANTS: dict[str, Variant] = {
         "authors' code does: Discrete delta = 0.001 annealed over training, Box delta matched to PPO's band at "
         "the old mean (TRGPPO; Wang et al. 2019; wangyuhuix/TRGPPO)",
         policy_loss=lambda a: TrustRegionGuidedSurrogate(clip_range=a["clip_range"]),
+        recommended=Variant(
+            "TRGPPO with the band as the paper writes it, PPO's widened where the trust region is wider, "
+            "[min(l, 1 - eps), max(u, 1 + eps)], and not annealed; delta as the drop-in's: the authors' Discrete "
+            "settings come from Atari (run_atari.py: delta_kl = 0.001, the band annealed with the learning rate as "
+            "Atari's ppo2 anneals both over 10M frames), where the Zoo's PPO keeps its clip range and rate fixed on "
+            "these tasks; on Box, whose delta is the authors' MuJoCo choice, only the lower bound can change",
+            policy_loss=lambda a: TrustRegionGuidedSurrogate(
+                clip_range=a["clip_range"], widen_ppo_band=True, anneal=False
+            ),
+        ),
     ),
     "ppo-ewma": Variant(
         "Clip around an EWMA of past policies (bias-corrected, decay from the anchor's age), importance "

@@ -14,6 +14,7 @@ from sb3_ppo_variants.components import (
     RatioDeviationEarlyStop,
     RollbackSurrogate,
     SoftClipSurrogate,
+    TrustRegionGuidedSurrogate,
     ValueLoss,
 )
 from sb3_ppo_variants.components.phasic import PhasicAuxiliaryPhase
@@ -131,6 +132,8 @@ def test_recommended_settings_change_only_what_their_description_names():
     espo = variant_arguments("espo@recommended", {"learning_rate": 1e-3, "n_epochs": 10})
     assert (espo["learning_rate"], espo["batch_size"]) == (3e-4, 64)
     assert espo["loss"][-1] == RatioDeviationEarlyStop(max_deviation=0.25, max_updates=300)
+    trgppo = variant_arguments("trgppo@recommended", {"clip_range": 0.1})["loss"][0]
+    assert trgppo == TrustRegionGuidedSurrogate(clip_range=0.1, widen_ppo_band=True, anneal=False)
 
 
 def test_cispo_stops_early_on_the_kl_unless_target_kl_says_otherwise():
