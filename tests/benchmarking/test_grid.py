@@ -352,8 +352,9 @@ def test_the_table_computes_the_recomputed_rows_and_the_controls_before_the_new_
     assert first[("Acrobot-v1", "ppg@recommended")] < first[("LunarLander-v3", "sb3-ppo")]
     lunar_controls = [first[("LunarLander-v3", c)] for c in control_rows("LunarLander-v3")]
     assert lunar_controls and max(lunar_controls) < first[("LunarLander-v3", "espo")]  # before the rows still waiting
-    assert first[("LunarLander-v3", "outer-ppo")] < first[("HalfCheetah-v5", "sb3-ppo")]
-    assert first[("Hopper-v5", "outer-ppo")] < first[("LunarLander-v3", "ppg@recommended")]
+    assert first[("LunarLander-v3", "outer-ppo")] < first[("LunarLander-v3", "ppg@recommended")]
+    assert first[("LunarLander-v3", "ppg@recommended")] < first[("HalfCheetah-v5", "sb3-ppo")]  # a whole column
+    assert first[("Hopper-v5", "outer-ppo")] < first[("HalfCheetah-v5", "ppg@recommended")]
     cells = table_cells()
     assert len(cells) == len(set(cells))
     seeds = {env: {c.seed for c in cells if c.env == env} for env in ENVS}
