@@ -509,8 +509,9 @@ def report(
     superseded = [(c, sec) for c, sec in superseded_cells(study) if selected(c)]
     text += [
         "",
-        "Compute: each cell's wall time in one worker with one torch thread, as the study recorded it; "
-        "the waiting cells' estimate is their count times the environment's mean cell:",
+        "Compute: each cell's cost in one worker with one torch thread, as the study recorded it (its CPU "
+        "seconds; its wall seconds for the cells from before CPU time was recorded); the waiting cells' "
+        "estimate is their count times the environment's mean cell:",
         "",
         *compute_table(runs, waiting, asked),
     ]
