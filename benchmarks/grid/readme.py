@@ -11,6 +11,11 @@ quotes (what the table shows) stays the README's own.
 A part is named by the line that introduces it in ``results.md``: ``final``, ``controls``,
 ``learning rates``, ``compute``, ``multiplicity``, ``superseded``, and ``aggregate: <envs>``
 for an aggregate over those environments (``aggregate: Acrobot-v1``).
+
+``--check`` also reads the section's prose: every score (``254.3 ± 7.1``) and every probability
+with its interval (``0.24 [0.00, 0.56]``) it quotes must be in the report, so prose cannot keep a
+figure that a regenerated report changed. An earlier reading quoted on purpose says so with the
+word "read" in its clause (``on its first 3 seeds it read worse, 0.13 [0.00, 0.47]``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ import sys
 from pathlib import Path
 
 MARKER = re.compile(r"^<!-- report: (?P<part>.+?) -->$")
+SECTION = "## The reference table"
+FIGURE = re.compile(r"-?\d+(?:\.\d+)? ± \d+(?:\.\d+)?|\d\.\d\d \[\d\.\d\d, \d\.\d\d\]")
+"""A score as mean ± sd, or a probability with its interval, as the report writes them."""
+EARLIER = re.compile(r"\bread\b[^;()]*$")
+"""The clause before a figure that quotes an earlier reading on purpose ("it read worse, ...")."""
 NOTES = {"Multiplicity:": "multiplicity", "Superseded:": "superseded"}
 """Parts that are one line of prose, by how the line starts."""
 TABLES = {
@@ -72,6 +82,21 @@ def fill(readme: str, parts: dict[str, list[str]]) -> tuple[str, list[str]]:
     return "\n".join(out) + ("\n" if readme.endswith("\n") else ""), missing
 
 
+def stale_figures(readme: str, results: str) -> list[str]:
+    """The figures the reference section's prose quotes that ``results`` lacks, earlier readings apart."""
+    start = readme.find(SECTION)
+    if start < 0:
+        return []
+    end = readme.find("\n## ", start + len(SECTION))
+    section = readme[start : end if end >= 0 else len(readme)]
+    prose = " ".join(line.strip() for line in section.splitlines() if not line.startswith("|"))
+    return [
+        figure[0]
+        for figure in FIGURE.finditer(prose)
+        if figure[0] not in results and not EARLIER.search(prose[: figure.start()])
+    ]
+
+
 def _table(lines: list[str], start: int) -> list[str]:
     """The lines of the table that starts at ``start`` (none if none does)."""
     end = start
@@ -86,15 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a copy differs")
     args = parser.parse_args(argv)
-    readme = args.readme.read_text()
-    filled, missing = fill(readme, report_parts(args.results.read_text()))
+    readme, results = args.readme.read_text(), args.results.read_text()
+    filled, missing = fill(readme, report_parts(results))
     for part in missing:
         print(f"{args.readme}: the report has no part {part!r}", file=sys.stderr)
     if args.check:
         if filled != readme:
             print(f"{args.readme}: its copies of {args.results} differ; run python -m benchmarks.grid.readme")
             return 1
-        return 1 if missing else 0
+        stale = stale_figures(readme, results)
+        for figure in stale:
+            print(f"{args.readme}: its prose quotes {figure}, which {args.results} does not have")
+        return 1 if missing or stale else 0
     args.readme.write_text(filled)
     return 0
 
