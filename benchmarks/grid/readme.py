@@ -1,7 +1,7 @@
 """The README's copies of the report's tables, kept equal to the report.
 
     python -m benchmarks.grid.readme            # after --report-only: copy the tables into README.md
-    python -m benchmarks.grid.readme --check    # exit 1, naming each copy that differs
+    python -m benchmarks.grid.readme --check    # exit 1, naming each copy that differs and each stale figure
 
 The README's reference section quotes some of ``results.md``'s tables and notes. Each quote
 follows a marker naming its part of the report, ``<!-- report: controls -->``, and this copies
@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grid.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/grid/results.md"))
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a copy differs")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 if a copy differs or the prose quotes a figure the report lacks",
+    )
     args = parser.parse_args(argv)
     readme, results = args.readme.read_text(), args.results.read_text()
     filled, missing = fill(readme, report_parts(results))
