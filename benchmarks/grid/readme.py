@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 MARKER = re.compile(r"^<!-- report: (?P<part>.+?) -->$")
-SECTION = "## The reference table"
+SECTION = ("<!-- reference-table -->", "<!-- /reference-table -->")
+"""The markers around the reference section (the docs include the same span)."""
 FIGURE = re.compile(r"-?\d+(?:\.\d+)? ± \d+(?:\.\d+)?|\d\.\d\d \[\d\.\d\d, \d\.\d\d\]")
 """A score as mean ± sd, or a probability with its interval, as the report writes them."""
 EARLIER = re.compile(r"\bread\b[^;()]*$")
@@ -84,11 +85,10 @@ def fill(readme: str, parts: dict[str, list[str]]) -> tuple[str, list[str]]:
 
 def stale_figures(readme: str, results: str) -> list[str]:
     """The figures the reference section's prose quotes that ``results`` lacks, earlier readings apart."""
-    start = readme.find(SECTION)
-    if start < 0:
+    start, end = readme.find(SECTION[0]), readme.find(SECTION[1])
+    if start < 0 or end < start:
         return []
-    end = readme.find("\n## ", start + len(SECTION))
-    section = readme[start : end if end >= 0 else len(readme)]
+    section = readme[start:end]
     prose = " ".join(line.strip() for line in section.splitlines() if not line.startswith("|"))
     return [
         figure[0]

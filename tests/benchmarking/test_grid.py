@@ -492,7 +492,10 @@ def test_the_readme_check_names_a_figure_its_prose_quotes_that_the_report_no_lon
     results = tmp_path / "results.md"
     results.write_text("| Variant | Acrobot-v1 |\n|---|---|\n| ppo-rb | -74.1 ± 2.0 (P 0.40 [0.10, 0.70]) |\n")
     page = tmp_path / "README.md"
-    section = "## The reference table\n\n- PPO-RB ties ({}; P = 0.40 [0.10, 0.70]{}).\n\n## Speed\n\n-1.0 ± 9.9\n"
+    section = (
+        "<!-- reference-table -->\n- PPO-RB ties ({}; P = 0.40 [0.10, 0.70]{}).\n<!-- /reference-table -->\n"
+        "-1.0 ± 9.9\n"  # outside the section: not checked
+    )
     page.write_text(section.format("-74.1 ± 2.0", "; on 3 seeds it read worse, 0.05 [0.00, 0.30]"))
     assert readme.main(["--check", "--results", str(results), "--readme", str(page)]) == 0
 
