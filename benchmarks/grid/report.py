@@ -14,7 +14,8 @@ at the Edge of the Statistical Precipice" (arXiv:2108.13264; the ``rliable`` lib
 interquartile mean and mean with 95% stratified-bootstrap confidence intervals, and the
 probability that the variant beats SB3's PPO on a run drawn at random. A variant is *better*
 (or *worse*) than SB3's PPO with confidence when that probability's interval lies above (or
-below) 0.5.
+below) 0.5. Each interval draws its bootstrap samples on a stream of its own, seeded by the row and
+the environments, so a row's interval depends on its cells alone.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import csv
 import json
 import math
 import sys
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,6 +304,44 @@ MIN_SEEDS_FOR_VERDICT = 3
 """Fewer seeds than this on either side and the bootstrap interval says nothing: no verdict."""
 
 
+@contextmanager
+def _stream(*names: str) -> Iterator[None]:
+    """Bootstrap draws of one estimate's own, seeded by what it estimates: its interval depends only
+    on its cells, the same each time the report is read and whichever rows come before it.
+
+    rliable's stratified bootstraps draw from numpy's global generator whatever their
+    ``random_state`` says (rliable 1.2.0, ``StratifiedBootstrap.update_indices``), so this seeds
+    that generator for the estimate and restores it after.
+    """
+    state = np.random.get_state()
+    np.random.seed(zlib.crc32("|".join(names).encode()))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y) of a run drawn from each, ties counting half, averaged over tasks (the columns).
+
+    rliable's ``metrics.probability_of_improvement`` (Agarwal et al. 2021, the Mann-Whitney U
+    statistic over ``n_x * n_y``) in one array expression instead of a SciPy call per task, so
+    each comparison's bootstrap can afford as many samples as the IQM's.
+    """
+    x, y = scores_x[:, None, :], scores_y[None, :, :]
+    return float(((x > y) + 0.5 * (x == y)).mean(axis=(0, 1)).mean())
+
+
+def probability_interval(row: np.ndarray, reference: np.ndarray, reps: int, key: str) -> tuple[float, float, float]:
+    """P(row > reference) with its 95% stratified-bootstrap interval, on ``key``'s own stream."""
+    from rliable import library as rly
+
+    with _stream(key):
+        value, interval = rly.get_interval_estimates({key: (row, reference)}, probability_of_improvement, reps=reps)
+    low, high = np.ravel(interval[key])[:2]
+    return float(np.ravel(value[key])[0]), float(low), float(high)
+
+
 def _verdict(low: float, high: float, seeds: int) -> str:
     if seeds < MIN_SEEDS_FOR_VERDICT:
         return f"(< {MIN_SEEDS_FOR_VERDICT} seeds)"
@@ -326,19 +367,16 @@ def aggregate(matrices: dict[str, np.ndarray], out: Path, reps: int, name: str) 
     def iqm_and_mean(scores: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
 
-    random_state = np.random.RandomState(0)  # a report read twice from one study is the same report
-    np.random.seed(0)  # the performance profiles' bootstrap draws from numpy's global generator
-    estimates, intervals = rly.get_interval_estimates(scored, iqm_and_mean, reps=reps, random_state=random_state)
-    improvement: dict[str, tuple[float, float, float]] = {}
-    if SB3 in scored:
-        pairs = {f"{v},{SB3}": (scored[v], scored[SB3]) for v in scored if v != SB3}
-        if pairs:
-            probabilities, probability_cis = rly.get_interval_estimates(
-                pairs, metrics.probability_of_improvement, reps=max(reps // 4, 50), random_state=random_state
-            )
-            for key, value in probabilities.items():
-                low, high = np.ravel(probability_cis[key])[:2]
-                improvement[key.split(",")[0]] = (float(np.ravel(value)[0]), float(low), float(high))
+    estimates, intervals = {}, {}
+    for variant, scores in scored.items():
+        with _stream(variant, name):
+            estimate, interval = rly.get_interval_estimates({variant: scores}, iqm_and_mean, reps=reps)
+        estimates[variant], intervals[variant] = estimate[variant], interval[variant]
+    improvement = {
+        v: probability_interval(scored[v], scored[SB3], reps, f"{v},{SB3}{name}")
+        for v in scored
+        if v != SB3 and SB3 in scored
+    }
     lines = [
         "| variant | seeds | IQM [95% CI] | mean [95% CI] | P(variant > SB3 PPO) [95% CI] | vs SB3 PPO |",
         "|---|---|---|---|---|---|",
@@ -364,7 +402,8 @@ def aggregate(matrices: dict[str, np.ndarray], out: Path, reps: int, name: str) 
     figure.savefig(out / f"aggregate{name}.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     thresholds = np.linspace(0.0, 1.5, 61)
-    profiles, profile_cis = rly.create_performance_profile(scored, thresholds)
+    with _stream("profiles", name):
+        profiles, profile_cis = rly.create_performance_profile(scored, thresholds)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     plot_utils.plot_performance_profiles(
         profiles, thresholds, performance_profile_cis=profile_cis, ax=axis, xlabel=r"normalised score $\tau$"
@@ -544,8 +583,6 @@ def control_table(
     :param controls: per environment, each controlled row's control rows (SB3's PPO at fixed
         learning rates an adaptive row reached, say).
     """
-    from rliable import library as rly
-    from rliable import metrics
 
     lines = [
         "| environment | row | control | seeds | P(row > control) [95% CI] | row better than its control |",
@@ -562,18 +599,11 @@ def control_table(
             if row not in matrices or control not in matrices:
                 continue
             seeds = min(len(matrices[row]), len(matrices[control]))
-            pair = {f"{row},{control}": (matrices[row][:seeds], matrices[control][:seeds])}
-            value, interval = rly.get_interval_estimates(
-                pair,
-                metrics.probability_of_improvement,
-                reps=max(reps // 4, 50),
-                random_state=np.random.RandomState(0),
-            )
-            p = float(np.ravel(value[f"{row},{control}"])[0])
-            low, high = np.ravel(interval[f"{row},{control}"])[:2]
+            key = f"{row},{control}-{env_id}"
+            p, low, high = probability_interval(matrices[row][:seeds], matrices[control][:seeds], reps, key)
             lines.append(
                 f"| {env_id} | {row} | {control} | {seeds} | {p:.2f} [{low:.2f}, {high:.2f}] "
-                f"| {_verdict(float(low), float(high), seeds)} |"
+                f"| {_verdict(low, high, seeds)} |"
             )
     return lines if len(lines) > 2 else []
 

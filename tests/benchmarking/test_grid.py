@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -386,6 +387,29 @@ def test_the_report_sets_each_row_against_its_own_controls(tmp_path):
     lines = report_module.control_table(tied, ["Acrobot-v1"], protocols, tmp_path, 200, controls)
     assert len(lines) == 3 and lines[2].startswith("| Acrobot-v1 | kl-adaptive-lr | sb3-ppo@lr=0.0015 | 5 | 0.50 [")
     assert lines[2].endswith("| – |")
+
+
+def test_a_rows_intervals_depend_on_its_cells_alone_not_on_the_rows_reported_beside_it(tmp_path):
+    scores = np.random.default_rng(0).normal(1.0, 0.2, size=(3, 5, 2))
+    matrices = {rows.SB3: scores[0], "spo": scores[1]}
+    alone = report_module.aggregate(matrices, tmp_path, 300, "-pair")
+    beside = report_module.aggregate({"ppo-penalty": scores[2], **matrices}, tmp_path, 300, "-pair")
+
+    def line(lines: list[str], row: str) -> str:
+        return next(line for line in lines if line.startswith(f"| {row} |"))
+
+    assert line(beside, "spo") == line(alone, "spo") and line(beside, rows.SB3) == line(alone, rows.SB3)
+
+
+def test_the_probability_of_improvement_is_rliables_with_ties_counting_half():
+    from rliable import metrics
+
+    generator = np.random.default_rng(1)
+    for runs_x, runs_y, tasks in [(5, 5, 6), (10, 3, 2), (3, 4, 1)]:
+        x = generator.integers(0, 4, size=(runs_x, tasks)).astype(float)  # few values: many ties
+        y = generator.integers(0, 4, size=(runs_y, tasks)).astype(float)
+        assert report_module.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert report_module.probability_of_improvement(x, x) == 0.5
 
 
 def test_every_cell_of_the_committed_table_is_current_under_this_code(tmp_path):
