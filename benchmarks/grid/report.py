@@ -583,7 +583,6 @@ def control_table(
     :param controls: per environment, each controlled row's control rows (SB3's PPO at fixed
         learning rates an adaptive row reached, say).
     """
-
     lines = [
         "| environment | row | control | seeds | P(row > control) [95% CI] | row better than its control |",
         "|---|---|---|---|---|---|",
