@@ -8,9 +8,11 @@ and a ``variant=`` argument are the same word:
   own defaults);
 - ``ppg@recommended``: the variant at the settings recommended for control tasks (its
   description in ``VARIANTS`` gives their source);
-- ``sb3-ppo@lr=0.0012``, ``sb3-ppo@max_grad_norm=inf``: a control, SB3's PPO with one setting in
-  place of the Zoo's (:data:`CONTROL_SETTINGS`): the setting that may explain why a row beat SB3's
-  PPO (the learning rates an adaptive row reached, so "adaptive" can be told from "larger").
+- ``sb3-ppo@lr=0.0012``, ``sb3-ppo@max_grad_norm=inf``, ``sb3-ppo@n_epochs=11``: a control, SB3's
+  PPO with one setting in place of the Zoo's (:data:`CONTROL_SETTINGS`): the setting that may
+  explain why a row beat SB3's PPO (the learning rates an adaptive row reached, so "adaptive" can be
+  told from "larger"; the epochs a call, so more training of the same data can be told from the
+  method that adds it).
 
 Every row is compared with ``sb3-ppo`` on the same seeds.
 
@@ -42,8 +44,11 @@ SB3 = "sb3-ppo"
 """The row of SB3's own ``PPO``, the reference every variant is compared with."""
 CONTROL_PREFIX = f"{SB3}@"
 """A control row's name: SB3's PPO with the setting that follows (``sb3-ppo@lr=0.0012``)."""
-CONTROL_SETTINGS: dict[str, str] = {"lr": "learning_rate", "max_grad_norm": "max_grad_norm"}
+CONTROL_SETTINGS: dict[str, str] = {"lr": "learning_rate", "max_grad_norm": "max_grad_norm", "n_epochs": "n_epochs"}
 """The settings a control may change, by the name its row spells them with: SB3's ``PPO`` argument each sets."""
+
+INTEGER_SETTINGS = frozenset({"n_epochs"})
+"""The control settings that take a whole number (SB3 counts them)."""
 
 REVISIONS: dict[str, int] = {
     "ppo-ewma": 2,  # the average starts with the initial policy's weight 1, as the authors' EwmaModel
@@ -68,17 +73,22 @@ def control_setting(row: str) -> tuple[str, float]:
     """``(setting, value)`` of a control row: ``("lr", 0.0012)`` for ``sb3-ppo@lr=0.0012``.
 
     :raises ValueError: naming the accepted settings, for a control row that names none of them
-        or a value that is not a number above 0 (``inf`` is one: ``max_grad_norm=inf`` never clips).
+        or a value that is not a number above 0 (``inf`` is one: ``max_grad_norm=inf`` never clips),
+        or not a whole one for a setting SB3 counts (``n_epochs``).
     """
     setting, _, text = row[len(CONTROL_PREFIX) :].partition("=")
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if setting not in CONTROL_SETTINGS or not value > 0:
-        accepted = ", ".join(f"{CONTROL_PREFIX}{name}=<value > 0>" for name in CONTROL_SETTINGS)
+    integer = setting in INTEGER_SETTINGS
+    if setting not in CONTROL_SETTINGS or not value > 0 or (integer and not value.is_integer()):
+        accepted = ", ".join(
+            f"{CONTROL_PREFIX}{name}=<{'integer' if name in INTEGER_SETTINGS else 'value'} > 0>"
+            for name in CONTROL_SETTINGS
+        )
         raise ValueError(f"row {row!r} is invalid: a control is one of {accepted}")
-    return setting, value
+    return setting, int(value) if integer else value
 
 
 def base_variant(row: str) -> str:

@@ -339,7 +339,16 @@ def test_a_control_that_never_clips_trains_and_records_its_setting(tmp_path):
     assert trial.user_attrs["row"]["arguments"]["max_grad_norm"] == math.inf
 
 
-@pytest.mark.parametrize("row", ["sb3-ppo@lr=fast", "sb3-ppo@lr=0", "sb3-ppo@gamma=0.9", "sb3-ppo@lr"])
+def test_a_control_that_trains_more_epochs_is_sb3s_ppo_with_a_whole_number_of_them():
+    algorithm, _, arguments = rows.row_setup(rows.control_row("n_epochs", 11), "Hopper-v5")
+    assert rows.control_row("n_epochs", 11) == "sb3-ppo@n_epochs=11"
+    assert algorithm.__name__ == "PPO" and arguments["n_epochs"] == 11 and type(arguments["n_epochs"]) is int
+    assert arguments["batch_size"] == 32  # the rest is the Zoo's Hopper
+
+
+@pytest.mark.parametrize(
+    "row", ["sb3-ppo@lr=fast", "sb3-ppo@lr=0", "sb3-ppo@gamma=0.9", "sb3-ppo@lr", "sb3-ppo@n_epochs=2.5"]
+)
 def test_a_control_that_names_no_setting_it_may_change_is_refused_with_the_accepted_ones(row):
     with pytest.raises(ValueError, match="a control is one of sb3-ppo@lr=<value > 0>, sb3-ppo@max_grad_norm="):
         rows.check_row(row)
